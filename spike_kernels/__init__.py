@@ -1,0 +1,43 @@
+"""spike_kernels: fused Triton kernels for spiking neural networks, with a PyTorch CPU path.
+
+>>> from spike_kernels import LIF, lif, reset_net
+"""
+
+from .modules import LIF, reset_net
+from .neuron import NeuronParams
+from .ops.lif import lif
+from .ops.lif_ref import lif_ref
+from .surrogate import (
+    SURROGATE_NAMES,
+    ATan,
+    Erf,
+    PiecewiseExp,
+    PiecewiseQuadratic,
+    Sigmoid,
+    SoftSign,
+    SuperSpike,
+    Surrogate,
+    get_surrogate,
+    spike,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LIF",
+    "SURROGATE_NAMES",
+    "ATan",
+    "Erf",
+    "NeuronParams",
+    "PiecewiseExp",
+    "PiecewiseQuadratic",
+    "Sigmoid",
+    "SoftSign",
+    "SuperSpike",
+    "Surrogate",
+    "get_surrogate",
+    "lif",
+    "lif_ref",
+    "reset_net",
+    "spike",
+]

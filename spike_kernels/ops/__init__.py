@@ -1,0 +1,1 @@
+"""Op implementations: references (``*_ref``), the CPU path, Triton kernels, custom ops."""
