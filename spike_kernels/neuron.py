@@ -12,7 +12,7 @@ SpikingJelly ``LIFNode`` semantics (SPEC.md §1), time-first ``[T, ...]``::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .surrogate import Surrogate, get_surrogate
 
@@ -34,7 +34,7 @@ class NeuronParams:
     v_threshold: float = 1.0
     v_reset: float | None = 0.0
     detach_reset: bool = False
-    surrogate: Surrogate = get_surrogate("sigmoid")
+    surrogate: Surrogate = field(default_factory=lambda: get_surrogate("sigmoid"))
 
     def __post_init__(self) -> None:
         tau = _check_real("tau", self.tau)
