@@ -656,6 +656,15 @@ def _dataset_from_files(
     return dd, info
 
 
+def read_task_file(path: str | os.PathLike, task: TaskSpec | str) -> datasets.Dataset:
+    """One labelled file (``.jsonl``/``.csv``/``.tsv``) of ``task`` as a Dataset."""
+    spec = get_task(task)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    return datasets.Dataset.from_dict(_read_task_file(path, spec), features=_features(spec))
+
+
 def _dataset_from_hub(
     spec: TaskSpec, seed: int, ratios: Sequence[float]
 ) -> tuple[datasets.DatasetDict, dict[str, Any]]:

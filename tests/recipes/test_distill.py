@@ -1,0 +1,110 @@
+"""Stage 2 (recipes/distill.py), teacher fine-tuning and evaluation on data slices."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spikebert import SpikeBertForSequenceClassification
+
+import distill
+import evaluate
+import finetune_teacher
+from conftest import FIXTURES, TINY_STUDENT
+
+
+def stage2_args(task, teacher, out, files, *extra) -> list[str]:
+    return ["--task", task, "--teacher", str(teacher), *files, "--output_dir", str(out),
+            "--batch_size", "8", "--max_steps", "3", "--eval_steps", "2", "--n_iter", "2",
+            "--logging_steps", "1", "--report_to", "csv", "--no_hub",
+            "--override", *TINY_STUDENT, *extra]
+
+
+SST2 = ["--train_file", str(FIXTURES / "sst2" / "train.jsonl"),
+        "--dev_file", str(FIXTURES / "sst2" / "dev.jsonl")]
+WAIMAI = ["--all_file", str(FIXTURES / "waimai" / "all.jsonl")]
+
+
+def test_teacher_finetuning_on_sst2_slice(tmp_path):
+    from spikebert.training import packaged_minilm_path
+
+    out = tmp_path / "teacher"
+    result = finetune_teacher.main(["--task", "sst2", "--model", packaged_minilm_path(), *SST2,
+                                    "--output_dir", str(out), "--max_steps", "2",
+                                    "--batch_size", "16", "--max_length", "32", "--no_hub"])
+    assert 0.0 <= result["dev"]["accuracy"] <= 1.0 and result["dev"]["step"] > 0
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert json.loads((out / "metrics.json").read_text())["task"] == "sst2"
+
+
+def test_stage2_end_to_end_english(tiny_classifier_teacher, tmp_path):
+    out = tmp_path / "s2"
+    result = distill.main(stage2_args("sst2", tiny_classifier_teacher, out, SST2))
+    assert result["augmented_examples"] > 64  # originals plus augmented copies
+    assert result["dev"]["step"] > 0 and (out / "model.safetensors").is_file()
+    cached = list((out / "cache").glob("teacher-logits-*.npy"))
+    assert len(cached) == 1, "teacher logits are computed once and cached"
+    report = evaluate.main(["--model", str(out), "--task", "sst2",
+                            "--data_file", str(FIXTURES / "sst2" / "dev.jsonl"),
+                            "--teacher", str(tiny_classifier_teacher),
+                            "--output_json", str(tmp_path / "eval.json")])
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("accuracy", "teacher_accuracy", "energy_mj", "teacher_energy_mj",
+                "energy_reduction", "markdown_row"):
+        assert key in saved, key
+    assert saved == report and 0 <= saved["accuracy"] <= 100
+    assert saved["energy_mj"] > 0 and saved["teacher_energy_mj"] > 0
+
+
+def test_stage2_from_stage1_student(tiny_classifier_teacher, tmp_path):
+
+    from spikebert import SpikeBertConfig, SpikeBertModel
+
+    config = SpikeBertConfig.from_preset("mini", vocab_size=30522, **{
+        k: int(v) for k, v in (o.split("=") for o in TINY_STUDENT)})
+    torch.manual_seed(0)
+    SpikeBertModel(config).save_pretrained(tmp_path / "stage1")
+    out = tmp_path / "s2"
+    result = distill.main(stage2_args("sst2", tiny_classifier_teacher, out, SST2,
+                                      "--student", str(tmp_path / "stage1"), "--no_augment"))
+    assert result["augmented_examples"] == 64
+    assert SpikeBertForSequenceClassification.from_pretrained(out).config.num_labels == 2
+
+
+def test_stage2_end_to_end_chinese(tiny_chinese_teacher, tmp_path):
+    out = tmp_path / "zh"
+    result = distill.main(stage2_args("waimai", tiny_chinese_teacher, out, WAIMAI,
+                                      "--override", *TINY_STUDENT, "vocab_size=2000"))
+    assert result["split"]["split_by"] == "seeded_stratified"
+    report = evaluate.main(["--model", str(out), "--task", "waimai",
+                            "--data_file", str(FIXTURES / "waimai" / "all.jsonl")])
+    assert 0 <= report["accuracy"] <= 100
+
+
+def test_label_count_mismatch(tiny_classifier_teacher, tmp_path):
+    files = ["--train_file", str(FIXTURES / "sst2" / "train.jsonl"),
+             "--dev_file", str(FIXTURES / "sst2" / "dev.jsonl")]
+    with pytest.raises(ValueError, match="labels"):
+        distill.main(stage2_args("sst5", tiny_classifier_teacher, tmp_path, files))
+
+
+def test_unknown_task(tiny_classifier_teacher, tmp_path):
+    with pytest.raises(ValueError, match="unknown task"):
+        distill.main(stage2_args("imdb-xl", tiny_classifier_teacher, tmp_path, SST2))
+
+
+def test_model_dir_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no model weights"):
+        evaluate.main(["--model", str(tmp_path), "--task", "sst2",
+                       "--data_file", str(FIXTURES / "sst2" / "dev.jsonl")])
+
+
+def test_data_file_with_missing_field(tiny_classifier_teacher, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "label": 1}\n{"label": 0}\n')
+    with pytest.raises(ValueError, match="text"):
+        distill.main(stage2_args("sst2", tiny_classifier_teacher, tmp_path / "o",
+                                 ["--train_file", str(bad), "--dev_file", str(bad)]))
