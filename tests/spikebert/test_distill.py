@@ -1,0 +1,68 @@
+"""The distillation loss terms against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spikebert.distill import (
+    FeatureAligner,
+    batch_standardize,
+    layer_map,
+    logits_kl,
+    masked_mse,
+)
+
+
+def test_masked_mse_counts_real_tokens_only():
+    a = torch.tensor([[[1.0, 3.0], [5.0, 5.0]]])  # [B=1, L=2, D=2]
+    b = torch.zeros(1, 2, 2)
+    mask = torch.tensor([[1, 0]])
+    assert masked_mse(a, b, mask).item() == pytest.approx((1 + 9) / 2)
+    assert masked_mse(a, b, None).item() == pytest.approx((1 + 9 + 25 + 25) / 4)
+
+
+def test_batch_standardize_uses_real_tokens():
+    x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    y = batch_standardize(x, mask, eps=0.0)
+    assert y[0, :2, 0].tolist() == pytest.approx([-1.0, 1.0])
+
+
+def test_layer_map_follows_the_paper():
+    assert layer_map(4, 12) == [(0, 3), (1, 6), (2, 9), (3, 12)]
+    assert layer_map(4, 6, ignored=1) == [(1, 3), (2, 4), (3, 6)]
+    with pytest.raises(ValueError, match="ignored_layers"):
+        layer_map(2, 6, ignored=2)
+
+
+def test_kl_matches_hand_computation():
+    zs, zt = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    ps = torch.softmax(zs, -1)[0]
+    pt = torch.softmax(zt, -1)[0]
+    expected = sum(pt[i] * math.log(pt[i] / ps[i]) for i in range(2))
+    assert logits_kl(zs, zt).item() == pytest.approx(float(expected), rel=1e-6)
+    # temperature: tau^2 * KL of the softened distributions
+    ps2, pt2 = torch.softmax(zs / 2, -1)[0], torch.softmax(zt / 2, -1)[0]
+    expected2 = 4 * sum(pt2[i] * math.log(pt2[i] / ps2[i]) for i in range(2))
+    assert logits_kl(zs, zt, 2.0).item() == pytest.approx(float(expected2), rel=1e-6)
+    assert logits_kl(zt, zt).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="temperature"):
+        logits_kl(zs, zt, 0.0)
+
+
+def test_feature_loss_is_the_sum_of_aligned_blocks():
+    torch.manual_seed(0)
+    aligner = FeatureAligner(student_dim=3, teacher_dim=4, num_student_layers=2)
+    feats = [torch.randn(2, 5, 3) for _ in range(2)]
+    hidden = [torch.randn(2, 5, 4) for _ in range(5)]  # embeddings + 4 teacher layers
+    mask = torch.ones(2, 5)
+    total, terms = aligner.feature_loss(feats, hidden, mask, normalize=False)
+    by_hand = [masked_mse(aligner.block_maps[str(i)](feats[i]), hidden[j], mask)
+               for i, j in ((0, 2), (1, 4))]
+    assert total.item() == pytest.approx(sum(t.item() for t in by_hand), rel=1e-6)
+    assert [t.item() for t in terms] == pytest.approx([t.item() for t in by_hand])
+    emb = aligner.embedding_loss(torch.randn(2, 5, 3), hidden[0], mask)
+    assert emb.item() > 0
