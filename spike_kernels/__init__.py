@@ -3,8 +3,11 @@
 >>> from spike_kernels import LIF, lif, reset_net
 """
 
+from .attention import SpikingAttention
 from .modules import LIF, reset_net
 from .neuron import NeuronParams
+from .ops.attention import attention_map, spiking_attention
+from .ops.attention_ref import spiking_attention_ref
 from .ops.lif import lif
 from .ops.lif_ref import lif_ref
 from .surrogate import (
@@ -33,11 +36,15 @@ __all__ = [
     "PiecewiseQuadratic",
     "Sigmoid",
     "SoftSign",
+    "SpikingAttention",
     "SuperSpike",
     "Surrogate",
+    "attention_map",
     "get_surrogate",
     "lif",
     "lif_ref",
     "reset_net",
     "spike",
+    "spiking_attention",
+    "spiking_attention_ref",
 ]

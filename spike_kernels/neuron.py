@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
+
 from .surrogate import Surrogate, get_surrogate
 
 
@@ -82,3 +84,19 @@ class NeuronParams:
     def v_init(self) -> float:
         """Default initial membrane potential: V_reset (0 for the soft reset)."""
         return self.charge_reset
+
+
+def threshold_bracket(v_threshold: float, dtype: torch.dtype) -> tuple[float, float]:
+    """``(below, above)``: the largest ``dtype`` value under the (fp32) threshold and the
+    smallest one at or over it.
+
+    H saved in fp16/bf16 for backward is rounded; where rounding would carry it across the
+    threshold, the kernels store ``below`` or ``above`` instead, so that backward's
+    ``H < V_th`` (the reset mask) agrees with the spikes of the forward.
+    """
+    th = torch.tensor(v_threshold, dtype=torch.float32)
+    r = th.to(dtype)
+    toward = lambda direction: torch.nextafter(r, torch.tensor(direction, dtype=dtype))
+    if r.float() >= th:
+        return toward(-math.inf).item(), r.item()
+    return r.item(), toward(math.inf).item()

@@ -3,7 +3,11 @@
 Each time step is one fused function (charge, fire, reset; or the surrogate backward of
 SPEC.md §1), compiled once per flag combination with ``torch.compile(dynamic=True)`` so
 that new neuron counts, T, tau or thresholds never recompile. Where no compiler works
-(or ``SPIKE_KERNELS_CPU_COMPILE=0``) the same functions run eagerly.
+(or ``SPIKE_KERNELS_CPU_COMPILE=0``) the same functions run eagerly. The neuron's constants
+(tau, V_th, V_reset, alpha) reach the compiled steps as 0-d tensors, not Python floats:
+a float that TorchDynamo specialises into the graph is left out of AOTAutograd's cache key,
+so the graph compiled for one V_reset was reused for the next (wrong spikes, silently;
+torch 2.13, pytorch/pytorch#194976 and #197889).
 
 Arithmetic is fp32 (fp64 for fp64 inputs); spikes and the saved H use the input's dtype.
 Backward, with ``gv`` the gradient reaching V[t] and ``sg = g'(H[t] - V_th)``::
@@ -25,8 +29,10 @@ from collections.abc import Callable
 
 import torch
 
-from ..neuron import NeuronParams
+from ..neuron import NeuronParams, threshold_bracket
 from ..surrogate import surrogate_grad
+
+Scalar = float | torch.Tensor  # a Python float or a 0-d tensor
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -34,7 +40,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def charge(v: torch.Tensor, x: torch.Tensor, tau: float, v_reset: float, decay_input: bool):
+def charge(v: torch.Tensor, x: torch.Tensor, tau: Scalar, v_reset: Scalar, decay_input: bool):
     """H = V + (X - (V - V_reset)) / tau, or V - (V - V_reset) / tau + X."""
     if decay_input:
         return v + (x - (v - v_reset)) / tau
@@ -45,12 +51,12 @@ def grad_membrane(
     grad_s: torch.Tensor,
     grad_v: torch.Tensor,
     h: torch.Tensor,
-    v_threshold: float,
-    v_reset: float,
+    v_threshold: Scalar,
+    v_reset: Scalar,
     hard_reset: bool,
     detach_reset: bool,
     surrogate: str,
-    alpha: float,
+    alpha: Scalar,
 ) -> torch.Tensor:
     """dL/dH[t] from dL/dS[t] and dL/dV[t] (the table in the module docstring)."""
     sg = surrogate_grad(h - v_threshold, surrogate, alpha)
@@ -71,11 +77,13 @@ def _forward_step(
     h_seq: torch.Tensor | None,
     v_seq: torch.Tensor | None,
     t: int,
-    tau: float,
-    v_threshold: float,
-    v_reset: float,
+    tau: torch.Tensor,
+    v_threshold: torch.Tensor,
+    v_reset: torch.Tensor,
     decay_input: bool,
     hard_reset: bool,
+    h_below: torch.Tensor,
+    h_above: torch.Tensor,
 ) -> torch.Tensor:
     # Whole [T, N] tensors and the step index come in (not x[t]): slices at varying storage
     # offsets would make TorchDynamo recompile for every step.
@@ -86,7 +94,13 @@ def _forward_step(
     )
     s[t].copy_(fired)
     if h_seq is not None:
-        h_seq[t].copy_(h)
+        if h_seq.dtype != h.dtype:
+            # rounding to fp16/bf16 must not carry H across the threshold (backward re-derives
+            # the reset mask H < V_th from it): clamp to the nearest representable values on
+            # the spike's side, h_below < V_th <= h_above. (Clamping, not comparing a rounded
+            # copy: inductor may elide an fp32 -> bf16 -> fp32 round trip.)
+            h = torch.where(fired, h.clamp(min=h_above), h.clamp(max=h_below))
+        h_seq[t].copy_(h)  # after v_next: the clamped H only goes to backward
     if v_seq is not None:
         v_seq[t].copy_(v_next)
     return v_next
@@ -99,14 +113,14 @@ def _backward_step(
     h_seq: torch.Tensor,
     grad_x: torch.Tensor,
     t: int,
-    tau: float,
-    v_threshold: float,
-    v_reset: float,
+    tau: torch.Tensor,
+    v_threshold: torch.Tensor,
+    v_reset: torch.Tensor,
     decay_input: bool,
     hard_reset: bool,
     detach_reset: bool,
     surrogate: str,
-    alpha: float,
+    alpha: torch.Tensor,
 ) -> torch.Tensor:
     dtype = grad_v.dtype
     if grad_v_seq is not None:
@@ -158,24 +172,47 @@ def _compiled_step(fn: Callable, key: tuple) -> Callable:
 
 
 def _initial(value: torch.Tensor | None, fill: float, shape, dtype, device) -> torch.Tensor:
-    """A fresh flat fp32/fp64 state: ``value`` copied, or ``fill`` everywhere."""
+    """A fresh flat fp32/fp64 state (not a view): ``value`` copied, or ``fill`` everywhere."""
     if value is None:
-        return torch.full(shape, fill, dtype=dtype, device=device).reshape(-1)
-    return value.to(dtype, copy=True).reshape(-1)
+        return torch.full((shape.numel(),), fill, dtype=dtype, device=device)
+    return value.reshape(-1).to(dtype, copy=True)
+
+
+def _flat(a: torch.Tensor | None, T: int, n: int) -> torch.Tensor | None:
+    """``a`` as ``[T, n]`` sharing its storage, but not a view.
+
+    TorchDynamo guards on the base of a view input (its rank and sizes), so reshaped views
+    of differently shaped tensors would each recompile the step and soon exhaust its
+    recompile limit; a tensor ``set_`` on the same storage carries no base.
+    """
+    if a is None:
+        return None
+    a = a.reshape(T, n)
+    if a._base is None:
+        return a
+    return a.new_empty(0).set_(a.untyped_storage(), a.storage_offset(), a.shape, a.stride())
+
+
+def _constants(dtype: torch.dtype, device: torch.device, *values: float) -> list[torch.Tensor]:
+    """0-d tensors for the compiled steps (see the module docstring)."""
+    return [torch.tensor(value, dtype=dtype, device=device) for value in values]
 
 
 def _run_forward(x, v_init, p: NeuronParams, s, h_seq, v_seq) -> torch.Tensor:
-    """The forward time loop over flat ``[T, N]`` views; returns the final flat membrane."""
+    """The forward time loop over flat ``[T, N]`` tensors; returns the final flat membrane."""
     T = x.shape[0]
     v = _initial(v_init, p.v_init, x.shape[1:], compute_dtype(x.dtype), x.device)
     key = ("fwd", p.decay_input, p.hard_reset, x.dtype,
            None if h_seq is None else h_seq.dtype, v_seq is not None)
     step = _step_function(_forward_step, key)
-    flat = lambda a: None if a is None else a.reshape(T, v.numel())
-    xf, sf, hf, vf = flat(x), flat(s), flat(h_seq), flat(v_seq)
+    xf, sf, hf, vf = (_flat(a, T, v.numel()) for a in (x, s, h_seq, v_seq))
+    narrow_h = h_seq is not None and h_seq.dtype != v.dtype
+    h_below, h_above = threshold_bracket(p.v_threshold, h_seq.dtype) if narrow_h else (0.0, 0.0)
+    tau, v_th, v_reset, h_below, h_above = _constants(
+        v.dtype, v.device, p.tau, p.v_threshold, p.charge_reset, h_below, h_above)
     for t in range(T):
-        v = step(xf, v, sf, hf, vf, t, p.tau, p.v_threshold, p.charge_reset,
-                 p.decay_input, p.hard_reset)
+        v = step(xf, v, sf, hf, vf, t, tau, v_th, v_reset, p.decay_input, p.hard_reset,
+                 h_below, h_above)
     return v
 
 
@@ -191,9 +228,10 @@ def lif_forward_torch(
     h_seq = torch.empty_like(x) if save_h else None
     v_seq = torch.empty_like(x) if want_v_seq else None
     v = _run_forward(x, v_init, p, s, h_seq, v_seq)
-    empty = x.new_empty(0)
+    # Two separate empty tensors: a custom op's outputs may not alias one another.
     return (s, v.reshape(x.shape[1:]).to(x.dtype),
-            empty if h_seq is None else h_seq, empty if v_seq is None else v_seq)
+            x.new_empty(0) if h_seq is None else h_seq,
+            x.new_empty(0) if v_seq is None else v_seq)
 
 
 def lif_backward_torch(
@@ -211,12 +249,12 @@ def lif_backward_torch(
     key = ("bwd", p.decay_input, p.hard_reset, p.detach_reset, p.surrogate.name,
            h_seq.dtype, grad_s.dtype, grad_v_seq is not None)
     step = _step_function(_backward_step, key)
-    flat = lambda a: None if a is None else a.reshape(T, grad_v.numel())
-    gs, gvs, hf, gx = flat(grad_s), flat(grad_v_seq), flat(h_seq), flat(grad_x)
+    gs, gvs, hf, gx = (_flat(a, T, grad_v.numel()) for a in (grad_s, grad_v_seq, h_seq, grad_x))
+    tau, v_th, v_reset, alpha = _constants(
+        grad_v.dtype, grad_v.device, p.tau, p.v_threshold, p.charge_reset, p.surrogate.alpha)
     for t in range(T - 1, -1, -1):
-        grad_v = step(gs, grad_v, gvs, hf, gx, t, p.tau, p.v_threshold, p.charge_reset,
-                      p.decay_input, p.hard_reset, p.detach_reset, p.surrogate.name,
-                      p.surrogate.alpha)
+        grad_v = step(gs, grad_v, gvs, hf, gx, t, tau, v_th, v_reset, p.decay_input,
+                      p.hard_reset, p.detach_reset, p.surrogate.name, alpha)
     return grad_x, grad_v.reshape(shape).to(v_dtype)
 
 

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..neuron import NeuronParams
+from ..neuron import NeuronParams, threshold_bracket
 from .triton_neuron import charge, fire_and_reset, grad_membrane
 
 BLOCK = 1024
@@ -26,10 +26,10 @@ NUM_WARPS = 4
 @triton.jit(do_not_specialize=["T", "N"])
 def _lif_forward_kernel(
     x_ptr, v_init_ptr, s_ptr, h_ptr, v_seq_ptr, v_last_ptr,
-    T, N, tau, v_threshold, v_reset, v_start,
+    T, N, tau, v_threshold, v_reset, v_start, h_below, h_above,
     HAS_V_INIT: tl.constexpr, STORE_S: tl.constexpr, STORE_H: tl.constexpr,
-    STORE_V_SEQ: tl.constexpr, DECAY_INPUT: tl.constexpr, HARD_RESET: tl.constexpr,
-    BLOCK: tl.constexpr,
+    NARROW_H: tl.constexpr, STORE_V_SEQ: tl.constexpr, DECAY_INPUT: tl.constexpr,
+    HARD_RESET: tl.constexpr, BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
@@ -47,7 +47,15 @@ def _lif_forward_kernel(
             spike = tl.where(fired, 1.0, 0.0)
             tl.store(s_ptr + step, spike.to(s_ptr.dtype.element_ty), mask=mask)
         if STORE_H:
-            tl.store(h_ptr + step, h.to(h_ptr.dtype.element_ty), mask=mask)
+            h_out = h
+            if NARROW_H:
+                # rounding to fp16/bf16 must not carry H across the threshold (backward
+                # re-derives the reset mask H < V_th from it): clamp to the nearest
+                # representable values on the spike's side, h_below < V_th <= h_above
+                nan = tl.PropagateNan.ALL
+                h_out = tl.where(fired, tl.maximum(h, h_above, propagate_nan=nan),
+                                 tl.minimum(h, h_below, propagate_nan=nan))
+            tl.store(h_ptr + step, h_out.to(h_ptr.dtype.element_ty), mask=mask)
         if STORE_V_SEQ:
             tl.store(v_seq_ptr + step, v.to(v_seq_ptr.dtype.element_ty), mask=mask)
         step += N
@@ -111,12 +119,14 @@ def lif_forward_triton(
     if n == 0:
         return s, v_last, h_seq, v_seq
     v0 = v_init.contiguous() if v_init is not None else v_last
+    narrow_h = save_h and h_seq.element_size() < 4
+    h_below, h_above = threshold_bracket(p.v_threshold, h_seq.dtype) if narrow_h else (0.0, 0.0)
     _lif_forward_kernel[_grid(n)](
         x, v0, s, h_seq, v_seq, v_last,
-        T, n, p.tau, p.v_threshold, p.charge_reset, p.v_init,
+        T, n, p.tau, p.v_threshold, p.charge_reset, p.v_init, h_below, h_above,
         HAS_V_INIT=v_init is not None, STORE_S=store_spikes, STORE_H=save_h,
-        STORE_V_SEQ=want_v_seq, DECAY_INPUT=p.decay_input, HARD_RESET=p.hard_reset,
-        BLOCK=BLOCK, num_warps=NUM_WARPS,
+        NARROW_H=narrow_h, STORE_V_SEQ=want_v_seq, DECAY_INPUT=p.decay_input,
+        HARD_RESET=p.hard_reset, BLOCK=BLOCK, num_warps=NUM_WARPS,
     )
     return s, v_last, h_seq, v_seq
 

@@ -1,0 +1,145 @@
+"""The PyTorch path of spiking self-attention: batched matmuls, then the LIF time loop.
+
+Per time step ``Y_t = scale * (Q_t K'^T_t) V'_t`` where ``K' = m ⊙ K`` and ``V' = m ⊙ V``
+zero the padded keys (``m`` the ``[B, L]`` key mask); with no softmax both products are
+exact, so the cheaper order is used: ``Q (K'^T V')`` (``kv_order``, ~2 L Dh^2 per head) or
+``(Q K'^T) V'`` (~2 L^2 Dh, and the only exact order under a causal mask, applied to the
+``L x L`` map). The neuron is :mod:`.lif_cpu`'s forward/backward time loop.
+
+Backward, with ``G = dL/dY`` from the LIF backward and ``P = Q K'^T`` (causal: lower
+triangle)::
+
+    (Q K'^T) V' order: dP = scale G V'^T (causal: lower triangle);
+                       dQ = dP K';  dK = dP^T Q;  dV = scale P^T G
+    Q (K'^T V') order: dQ = scale G (K'^T V')^T;  W = Q^T G;
+                       dK = scale V' W^T;  dV = scale K' W
+
+Masking both K and V makes every padded row of dK and dV zero with no further masking.
+Matmuls run in fp32 (fp64 for fp64 inputs): sums of 0/1 products are exact up to 2^24.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..neuron import NeuronParams, threshold_bracket
+from . import lif_cpu
+from .lif_cpu import compute_dtype
+
+
+def _operands(q, k, v, key_mask):
+    """q, k', v' in the compute dtype, padded keys zeroed."""
+    cdt = compute_dtype(q.dtype)
+    q, k, v = q.to(cdt), k.to(cdt), v.to(cdt)
+    if key_mask is not None:
+        m = key_mask.to(cdt)[None, :, None, :, None]
+        k, v = k * m, v * m
+    return q, k, v
+
+
+def _causal(a: torch.Tensor) -> torch.Tensor:
+    return a.tril_()
+
+
+def _flat(shape, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh ``[T, N]`` buffer and its ``[T, B, H, L, Dh]`` view.
+
+    The LIF time loop gets the 2-D buffer itself, not a view of a 5-D tensor: TorchDynamo
+    guards on the sizes of a view's base, so 5-D bases would recompile the compiled LIF
+    step for every batch/head/length shape (size-1 dimensions are specialised)."""
+    T = shape[0]
+    n = 1
+    for size in shape[1:]:
+        n *= size
+    flat = torch.empty((T, n), dtype=dtype, device=device)
+    return flat, flat.view(shape)
+
+
+def attention_scores_torch(q, k, v, key_mask, scale: float, causal: bool, kv_order: bool):
+    """``Y = scale * (Q K'^T) V'`` in the compute dtype, as ``[T, N]`` (see :func:`_flat`)."""
+    q, k, v = _operands(q, k, v, key_mask)
+    y_flat, y = _flat(q.shape, q.dtype, q.device)
+    if kv_order:
+        torch.matmul(q, k.transpose(-1, -2) @ v, out=y)
+    else:
+        a = q @ k.transpose(-1, -2)
+        if causal:
+            _causal(a)
+        torch.matmul(a, v, out=y)
+    return y_flat.mul_(scale)
+
+
+def to_layout(s: torch.Tensor, out_blhd: bool) -> torch.Tensor:
+    """``[T, B, H, L, Dh]`` -> ``[T, B, L, H*Dh]`` (a copy) when ``out_blhd``."""
+    if not out_blhd:
+        return s
+    T, B, H, L, D = s.shape
+    return s.permute(0, 1, 3, 2, 4).reshape(T, B, L, H * D).contiguous()
+
+
+def from_layout(g: torch.Tensor, shape, out_blhd: bool) -> torch.Tensor:
+    """The inverse view of :func:`to_layout`: a ``[T, B, H, L, Dh]`` view of ``g``."""
+    if not out_blhd:
+        return g
+    T, B, H, L, D = shape
+    return g.reshape(T, B, L, H, D).permute(0, 1, 3, 2, 4)
+
+
+@torch.no_grad()  # the same grad mode on every call of the compiled LIF step
+def attention_forward_torch(
+    q, k, v, key_mask, p: NeuronParams, scale: float, causal: bool, kv_order: bool,
+    save_h: bool, out_blhd: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(spikes, H or empty)``; spikes in q's dtype and layout, H ``[T,B,H,L,Dh]``."""
+    y = attention_scores_torch(q, k, v, key_mask, scale, causal, kv_order)
+    s, _, h, _ = lif_cpu.lif_forward_torch(y, None, p, save_h, False)
+    if save_h:
+        if q.dtype.itemsize < h.dtype.itemsize:
+            # rounding to fp16/bf16 must not carry H across the threshold (backward derives
+            # the reset mask H < V_th from it): clamp to the nearest representable values
+            # on the spike's side, below < V_th <= above (as the Triton kernels do)
+            below, above = threshold_bracket(p.v_threshold, q.dtype)
+            h = torch.where(s.bool(), h.clamp(min=above), h.clamp(max=below))
+        h = h.to(q.dtype).view(q.shape)
+    else:
+        h = q.new_empty(0)
+    return to_layout(s.to(q.dtype).view(q.shape), out_blhd), h
+
+
+@torch.no_grad()
+def attention_backward_torch(
+    grad_s, q, k, v, key_mask, saved_h, p: NeuronParams, scale: float, causal: bool,
+    kv_order: bool, recompute: bool, out_blhd: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return ``(dq, dk, dv)`` in q's dtype from dL/dspikes and the saved (or recomputed) H."""
+    cdt = compute_dtype(q.dtype)
+    # fresh [T, N] compute-dtype buffers that never require grad: the compiled LIF backward
+    # step sees the same tensor properties on every call (see _flat)
+    if recompute:
+        y = attention_scores_torch(q, k, v, key_mask, scale, causal, kv_order)
+        h_seq = lif_cpu.recompute_h_torch(y, None, p)
+        del y
+    else:
+        h_seq, h_view = _flat(q.shape, cdt, q.device)
+        h_view.copy_(saved_h.view(q.shape))
+    gs_flat, gs_view = _flat(q.shape, cdt, q.device)
+    gs_view.copy_(from_layout(grad_s, q.shape, out_blhd))
+    g, _ = lif_cpu.lif_backward_torch(gs_flat, None, None, h_seq, p, cdt)  # dL/dY
+    g = g.view(q.shape)
+    qc, kc, vc = _operands(q, k, v, key_mask)
+    if kv_order:
+        kv = kc.transpose(-1, -2) @ vc
+        dq = (g @ kv.transpose(-1, -2)).mul_(scale)
+        w = qc.transpose(-1, -2) @ g
+        dk = (vc @ w.transpose(-1, -2)).mul_(scale)
+        dv = (kc @ w).mul_(scale)
+    else:
+        dp = (g @ vc.transpose(-1, -2)).mul_(scale)
+        a = qc @ kc.transpose(-1, -2)
+        if causal:
+            _causal(dp)
+            _causal(a)
+        dq = dp @ kc
+        dk = dp.transpose(-1, -2) @ qc
+        dv = (a.transpose(-1, -2) @ g).mul_(scale)
+    return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype)

@@ -1,0 +1,538 @@
+"""Triton kernels of spiking self-attention with the attention LIF fused in, and launchers.
+
+Per time step ``Y_t = scale * (Q_t K'^T_t) V_t`` (``K' = m ⊙ K``, ``m`` the key mask; no
+softmax), then the LIF over t. Two exact orders, chosen by the caller:
+
+* ``(Q K^T) V`` (flash-attention style, the only exact one under a causal mask): one program
+  per (batch*head, block of ``BLOCK_M`` queries) runs the whole time loop with the membrane
+  of its ``BLOCK_M x Dh`` tile in registers; per step it walks the key blocks (up to the
+  diagonal when causal) with ``S = q k^T`` and ``acc += S v`` tiles in registers. The
+  ``L x L`` map never reaches global memory.
+* ``Q (K^T V)``: a small kernel first writes ``KV_t = K'^T_t V_t`` (``Dh x Dh``, fp32) per
+  (t, batch, head); the fused kernel then computes ``Y_t = scale * q_t KV_t``.
+
+Exactness on spikes: every product is 0/1 and accumulates in fp32 (exact to 2^24).
+``S = q k^T`` holds integers <= Dh <= 256, exact in bf16/fp16, so ``S v`` runs on tensor
+cores exactly. fp32 operands (``KV``, the backward's ``W``) meet a 16-bit tile as a hi + lo
+pair of 16-bit tiles (two dots): exact for integers below 2^16 (bf16) and ~16 significant
+bits otherwise. fp32 inputs use ``input_precision="ieee"`` (no TF32 rounding).
+
+Backward, ``G = dL/dY`` (scaled by nothing; ``scale`` is applied at the end):
+
+1. ``_attn_bwd_dq_kernel`` per query block: the LIF backward over reversed t (membrane
+   gradient in registers, H from the forward's saved copy or an fp32 recomputation) gives
+   ``G_t``, stored once in the input dtype; then ``dQ = scale (G V'^T ⊙ C) K`` key block by
+   key block, or ``dQ = scale G KV^T``.
+2. ``(Q K^T) V`` order: ``_attn_bwd_dkdv_kernel`` per key block walks the query blocks:
+   ``dV = scale (K Q^T ⊙ C^T) G``, ``dK = scale (V G^T ⊙ C^T) Q``, masked key rows zeroed.
+   ``Q (K^T V)`` order: ``W_t = Q_t^T G_t`` by the gram kernel, then
+   ``dK = scale V' W^T``, ``dV = scale K' W``.
+
+Saved for backward: H in the input dtype (2 B per output element for bf16; clamped to the
+spike's side of the threshold so that rounding cannot flip backward's reset mask), or
+nothing with ``recompute`` (backward re-runs the forward kernel into an fp32 scratch H).
+Block sizes are fixed per head dim and not tuned on hardware yet.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..backend import interpreter_enabled
+from ..neuron import NeuronParams, threshold_bracket
+from .triton_neuron import charge, fire_and_reset, grad_membrane
+
+
+@triton.jit
+def _mma(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """``acc + a @ b`` (fp32 accumulator). ``UPCAST`` (interpreter with bfloat16 only): the
+    Triton 3.9 interpreter multiplies bfloat16 tiles as raw 16-bit integers, so go via fp32;
+    the products of bf16 values are exact in fp32 either way."""
+    if UPCAST:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        out = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    return out
+
+
+@triton.jit
+def _dot_f32(a, b, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """``a @ b`` for ``a`` in the input dtype and ``b`` fp32: hi + lo 16-bit halves of b."""
+    if SPLIT:
+        hi = b.to(a.dtype)
+        lo = (b - hi.to(tl.float32)).to(a.dtype)
+        out = _mma(a, hi, None, DOT_PRECISION, UPCAST)
+        out = _mma(a, lo, out, DOT_PRECISION, UPCAST)
+    else:
+        out = _mma(a, b, None, DOT_PRECISION, UPCAST)
+    return out
+
+
+@triton.jit
+def _mask_scores(sc, mask_row, offs_m, offs_n, sm_l, n_ok,
+                 HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr):
+    """Zero the ``[BLOCK_M, BLOCK_N]`` scores of padded keys and (causal) future keys."""
+    if HAS_MASK:
+        km = tl.load(mask_row + offs_n * sm_l, mask=n_ok, other=0.0)
+        sc = tl.where((km != 0)[None, :], sc, 0.0)
+    if CAUSAL:
+        sc = tl.where(offs_n[None, :] <= offs_m[:, None], sc, 0.0)
+    return sc
+
+
+@triton.jit(do_not_specialize=["T", "L"])
+def _attn_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, kv_ptr, s_ptr, h_ptr,
+    sq_t, sq_b, sq_h, sq_l, sq_d,
+    sk_t, sk_b, sk_h, sk_l, sk_d,
+    sv_t, sv_b, sv_h, sv_l, sv_d,
+    ss_t, ss_b, ss_h, ss_l, ss_d,
+    sm_b, sm_l,
+    T, NH, L, D, scale, tau, v_threshold, v_reset, v_start, h_below, h_above,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, KV_ORDER: tl.constexpr,
+    STORE_S: tl.constexpr, STORE_H: tl.constexpr, NARROW_H: tl.constexpr,
+    DECAY_INPUT: tl.constexpr,
+    HARD_RESET: tl.constexpr, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_m = tl.program_id(1)
+    BH = tl.num_programs(0).to(tl.int64)
+    b = pid_bh // NH
+    hh = pid_bh % NH
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < L
+    d_ok = offs_d < D
+    md_ok = m_ok[:, None] & d_ok[None, :]
+    rows = offs_m.to(tl.int64)[:, None]
+    q_tile = q_ptr + b * sq_b + hh * sq_h + rows * sq_l + offs_d[None, :] * sq_d
+    s_tile = s_ptr + b * ss_b + hh * ss_h + rows * ss_l + offs_d[None, :] * ss_d
+    h_tile = h_ptr + pid_bh * L * D + rows * D + offs_d[None, :]
+    h_step = BH * L * D
+    k_head = k_ptr + b * sk_b + hh * sk_h
+    v_head = v_ptr + b * sv_b + hh * sv_h
+    mask_row = mask_ptr + b * sm_b
+    kv_tile = kv_ptr + pid_bh * D * D + offs_d[:, None] * D + offs_d[None, :]
+    dd_ok = d_ok[:, None] & d_ok[None, :]
+    if CAUSAL:
+        n_end = tl.minimum(L, (pid_m + 1) * BLOCK_M)
+    else:
+        n_end = L
+    vmem = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32) + v_start
+    for _ in range(T):
+        q = tl.load(q_tile, mask=md_ok, other=0.0)
+        if KV_ORDER:
+            kv = tl.load(kv_tile, mask=dd_ok, other=0.0)
+            acc = _dot_f32(q, kv, SPLIT, DOT_PRECISION, UPCAST)
+            kv_tile += BH * D * D
+        else:
+            acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+            for start_n in range(0, n_end, BLOCK_N):
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                n_ok = offs_n < L
+                cols = offs_n.to(tl.int64)[:, None]
+                nd_ok = n_ok[:, None] & d_ok[None, :]
+                k = tl.load(k_head + cols * sk_l + offs_d[None, :] * sk_d, mask=nd_ok, other=0.0)
+                v = tl.load(v_head + cols * sv_l + offs_d[None, :] * sv_d, mask=nd_ok, other=0.0)
+                sc = _mma(q, tl.trans(k), None, DOT_PRECISION, UPCAST)
+                sc = _mask_scores(sc, mask_row, offs_m, offs_n, sm_l, n_ok, HAS_MASK, CAUSAL)
+                acc = _mma(sc.to(v.dtype), v, acc, DOT_PRECISION, UPCAST)
+            k_head += sk_t
+            v_head += sv_t
+        h = charge(vmem, acc * scale, tau, v_reset, DECAY_INPUT)
+        fired, vmem = fire_and_reset(h, v_threshold, v_reset, HARD_RESET)
+        if STORE_S:
+            # via fp32: the interpreter cannot cast int1 to bfloat16 directly
+            spike = tl.where(fired, 1.0, 0.0)
+            tl.store(s_tile, spike.to(s_ptr.dtype.element_ty), mask=md_ok)
+        if STORE_H:
+            if NARROW_H:
+                # rounding to fp16/bf16 must not carry H across the threshold (backward
+                # derives the reset mask H < V_th from it): clamp to the nearest
+                # representable values on the spike's side, h_below < V_th <= h_above
+                nan = tl.PropagateNan.ALL
+                h = tl.where(fired, tl.maximum(h, h_above, propagate_nan=nan),
+                             tl.minimum(h, h_below, propagate_nan=nan))
+            tl.store(h_tile, h.to(h_ptr.dtype.element_ty), mask=md_ok)
+        q_tile += sq_t
+        s_tile += ss_t
+        h_tile += h_step
+
+
+@triton.jit(do_not_specialize=["L"])
+def _gram_kernel(
+    a_ptr, b_ptr, mask_ptr, out_ptr,
+    sa_t, sa_b, sa_h, sa_l, sa_d,
+    sb_t, sb_b, sb_h, sb_l, sb_d,
+    sm_b, sm_l,
+    NH, BH, L, D,
+    HAS_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """``out[t, bh] = A'^T B`` (``Dh x Dh``, fp32) with the key mask zeroing rows of A."""
+    pid = tl.program_id(0).to(tl.int64)
+    t = pid // BH
+    bh = pid % BH
+    b = bh // NH
+    hh = bh % NH
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    a_head = a_ptr + t * sa_t + b * sa_b + hh * sa_h
+    b_head = b_ptr + t * sb_t + b * sb_b + hh * sb_h
+    acc = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    for start in range(0, L, BLOCK_L):
+        offs_l = start + tl.arange(0, BLOCK_L)
+        l_ok = offs_l < L
+        rows = offs_l.to(tl.int64)[:, None]
+        ld_ok = l_ok[:, None] & d_ok[None, :]
+        a = tl.load(a_head + rows * sa_l + offs_d[None, :] * sa_d, mask=ld_ok, other=0.0)
+        bt = tl.load(b_head + rows * sb_l + offs_d[None, :] * sb_d, mask=ld_ok, other=0.0)
+        if HAS_MASK:
+            km = tl.load(mask_ptr + b * sm_b + offs_l * sm_l, mask=l_ok, other=0.0)
+            a = tl.where((km != 0)[:, None], a, 0.0)
+        acc = _mma(tl.trans(a), bt, acc, DOT_PRECISION, UPCAST)
+    out = out_ptr + pid * D * D + offs_d[:, None] * D + offs_d[None, :]
+    tl.store(out, acc, mask=d_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["T", "L"])
+def _attn_bwd_dq_kernel(
+    gs_ptr, h_ptr, k_ptr, v_ptr, mask_ptr, kv_ptr, g_ptr, dq_ptr,
+    sg_t, sg_b, sg_h, sg_l, sg_d,
+    sk_t, sk_b, sk_h, sk_l, sk_d,
+    sv_t, sv_b, sv_h, sv_l, sv_d,
+    sm_b, sm_l,
+    T, NH, L, D, scale, tau, decay, v_threshold, v_reset, alpha,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, KV_ORDER: tl.constexpr,
+    DECAY_INPUT: tl.constexpr, HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
+    SURROGATE: tl.constexpr, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Reverse-time LIF backward (G = dL/dY, stored) fused with dQ for one query block."""
+    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_m = tl.program_id(1)
+    BH = tl.num_programs(0).to(tl.int64)
+    b = pid_bh // NH
+    hh = pid_bh % NH
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < L
+    d_ok = offs_d < D
+    md_ok = m_ok[:, None] & d_ok[None, :]
+    rows = offs_m.to(tl.int64)[:, None]
+    last = (T - 1).to(tl.int64)
+    gs_tile = gs_ptr + last * sg_t + b * sg_b + hh * sg_h + rows * sg_l + offs_d[None, :] * sg_d
+    # h, g and dq are contiguous [T, B, H, L, Dh]
+    c_tile = (last * BH + pid_bh) * L * D + rows * D + offs_d[None, :]
+    c_step = BH * L * D
+    k_head = k_ptr + last * sk_t + b * sk_b + hh * sk_h
+    v_head = v_ptr + last * sv_t + b * sv_b + hh * sv_h
+    mask_row = mask_ptr + b * sm_b
+    # KV^T: element [i, j] = KV[j, i]
+    kv_tile = kv_ptr + (last * BH + pid_bh) * D * D + offs_d[None, :] * D + offs_d[:, None]
+    dd_ok = d_ok[:, None] & d_ok[None, :]
+    if CAUSAL:
+        n_end = tl.minimum(L, (pid_m + 1) * BLOCK_M)
+    else:
+        n_end = L
+    grad_v = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for _ in range(T):
+        grad_s = tl.load(gs_tile, mask=md_ok, other=0.0).to(tl.float32)
+        h = tl.load(h_ptr + c_tile, mask=md_ok, other=0.0).to(tl.float32)
+        grad_h = grad_membrane(grad_s, grad_v, h, v_threshold, v_reset, alpha,
+                               HARD_RESET, DETACH_RESET, SURROGATE)
+        if DECAY_INPUT:
+            grad_y = tl.math.div_rn(grad_h, tau)
+        else:
+            grad_y = grad_h
+        grad_v = grad_h * decay
+        g = grad_y.to(g_ptr.dtype.element_ty)
+        tl.store(g_ptr + c_tile, g, mask=md_ok)
+        if KV_ORDER:
+            kv_t = tl.load(kv_tile, mask=dd_ok, other=0.0)
+            dq = _dot_f32(g, kv_t, SPLIT, DOT_PRECISION, UPCAST)
+            kv_tile -= BH * D * D
+        else:
+            dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+            for start_n in range(0, n_end, BLOCK_N):
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                n_ok = offs_n < L
+                cols = offs_n.to(tl.int64)[:, None]
+                nd_ok = n_ok[:, None] & d_ok[None, :]
+                k = tl.load(k_head + cols * sk_l + offs_d[None, :] * sk_d, mask=nd_ok, other=0.0)
+                v = tl.load(v_head + cols * sv_l + offs_d[None, :] * sv_d, mask=nd_ok, other=0.0)
+                dp = _mma(g, tl.trans(v), None, DOT_PRECISION, UPCAST)
+                dp = _mask_scores(dp, mask_row, offs_m, offs_n, sm_l, n_ok, HAS_MASK, CAUSAL)
+                dq = _mma(dp.to(k.dtype), k, dq, DOT_PRECISION, UPCAST)
+            k_head -= sk_t
+            v_head -= sv_t
+        tl.store(dq_ptr + c_tile, (dq * scale).to(dq_ptr.dtype.element_ty), mask=md_ok)
+        gs_tile -= sg_t
+        c_tile -= c_step
+
+
+@triton.jit(do_not_specialize=["T", "L"])
+def _attn_bwd_dkdv_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, mask_ptr, dk_ptr, dv_ptr,
+    sq_t, sq_b, sq_h, sq_l, sq_d,
+    sk_t, sk_b, sk_h, sk_l, sk_d,
+    sv_t, sv_b, sv_h, sv_l, sv_d,
+    sm_b, sm_l,
+    T, NH, L, D, scale,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """``(Q K^T) V`` order: dK and dV of one key block, walking the query blocks."""
+    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_n = tl.program_id(1)
+    BH = tl.num_programs(0).to(tl.int64)
+    b = pid_bh // NH
+    hh = pid_bh % NH
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_ok = offs_n < L
+    d_ok = offs_d < D
+    nd_ok = n_ok[:, None] & d_ok[None, :]
+    cols = offs_n.to(tl.int64)[:, None]
+    k_tile = k_ptr + b * sk_b + hh * sk_h + cols * sk_l + offs_d[None, :] * sk_d
+    v_tile = v_ptr + b * sv_b + hh * sv_h + cols * sv_l + offs_d[None, :] * sv_d
+    q_head = q_ptr + b * sq_b + hh * sq_h
+    # g, dk and dv are contiguous [T, B, H, L, Dh]
+    g_head = g_ptr + pid_bh * L * D
+    c_tile = pid_bh * L * D + cols * D + offs_d[None, :]
+    c_step = BH * L * D
+    keep = n_ok
+    if HAS_MASK:
+        km = tl.load(mask_ptr + b * sm_b + offs_n * sm_l, mask=n_ok, other=0.0)
+        keep = keep & (km != 0)
+    if CAUSAL:
+        m_start = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M
+    else:
+        m_start = 0
+    for _ in range(T):
+        k = tl.load(k_tile, mask=nd_ok, other=0.0)
+        v = tl.load(v_tile, mask=nd_ok, other=0.0)
+        dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        for start_m in range(m_start, L, BLOCK_M):
+            offs_m = start_m + tl.arange(0, BLOCK_M)
+            m_ok = offs_m < L
+            rows = offs_m.to(tl.int64)[:, None]
+            md_ok = m_ok[:, None] & d_ok[None, :]
+            q = tl.load(q_head + rows * sq_l + offs_d[None, :] * sq_d, mask=md_ok, other=0.0)
+            g = tl.load(g_head + rows * D + offs_d[None, :], mask=md_ok, other=0.0)
+            p_t = _mma(k, tl.trans(q), None, DOT_PRECISION, UPCAST)
+            dp_t = _mma(v, tl.trans(g), None, DOT_PRECISION, UPCAST)
+            if CAUSAL:
+                future = offs_n[:, None] <= offs_m[None, :]
+                p_t = tl.where(future, p_t, 0.0)
+                dp_t = tl.where(future, dp_t, 0.0)
+            dv = _mma(p_t.to(g.dtype), g, dv, DOT_PRECISION, UPCAST)
+            dk = _mma(dp_t.to(q.dtype), q, dk, DOT_PRECISION, UPCAST)
+        dk = tl.where(keep[:, None], dk * scale, 0.0)
+        dv = tl.where(keep[:, None], dv * scale, 0.0)
+        tl.store(dk_ptr + c_tile, dk.to(dk_ptr.dtype.element_ty), mask=nd_ok)
+        tl.store(dv_ptr + c_tile, dv.to(dv_ptr.dtype.element_ty), mask=nd_ok)
+        k_tile += sk_t
+        v_tile += sv_t
+        q_head += sq_t
+        g_head += c_step
+        c_tile += c_step
+
+
+@triton.jit(do_not_specialize=["T", "L"])
+def _attn_bwd_dkdv_kv_kernel(
+    k_ptr, v_ptr, w_ptr, mask_ptr, dk_ptr, dv_ptr,
+    sk_t, sk_b, sk_h, sk_l, sk_d,
+    sv_t, sv_b, sv_h, sv_l, sv_d,
+    sm_b, sm_l,
+    T, NH, L, D, scale,
+    HAS_MASK: tl.constexpr, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """``Q (K^T V)`` order: ``dK = scale V' W^T``, ``dV = scale K' W`` with ``W_t = Q^T G``."""
+    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_n = tl.program_id(1)
+    BH = tl.num_programs(0).to(tl.int64)
+    b = pid_bh // NH
+    hh = pid_bh % NH
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_ok = offs_n < L
+    d_ok = offs_d < D
+    nd_ok = n_ok[:, None] & d_ok[None, :]
+    dd_ok = d_ok[:, None] & d_ok[None, :]
+    cols = offs_n.to(tl.int64)[:, None]
+    k_tile = k_ptr + b * sk_b + hh * sk_h + cols * sk_l + offs_d[None, :] * sk_d
+    v_tile = v_ptr + b * sv_b + hh * sv_h + cols * sv_l + offs_d[None, :] * sv_d
+    w_tile = w_ptr + pid_bh * D * D + offs_d[:, None] * D + offs_d[None, :]
+    w_t_tile = w_ptr + pid_bh * D * D + offs_d[None, :] * D + offs_d[:, None]
+    c_tile = pid_bh * L * D + cols * D + offs_d[None, :]
+    keep = n_ok
+    if HAS_MASK:
+        km = tl.load(mask_ptr + b * sm_b + offs_n * sm_l, mask=n_ok, other=0.0)
+        keep = keep & (km != 0)
+    for _ in range(T):
+        k = tl.load(k_tile, mask=nd_ok, other=0.0)
+        v = tl.load(v_tile, mask=nd_ok, other=0.0)
+        w = tl.load(w_tile, mask=dd_ok, other=0.0)
+        w_t = tl.load(w_t_tile, mask=dd_ok, other=0.0)
+        dv = _dot_f32(k, w, SPLIT, DOT_PRECISION, UPCAST)
+        dk = _dot_f32(v, w_t, SPLIT, DOT_PRECISION, UPCAST)
+        dk = tl.where(keep[:, None], dk * scale, 0.0)
+        dv = tl.where(keep[:, None], dv * scale, 0.0)
+        tl.store(dk_ptr + c_tile, dk.to(dk_ptr.dtype.element_ty), mask=nd_ok)
+        tl.store(dv_ptr + c_tile, dv.to(dv_ptr.dtype.element_ty), mask=nd_ok)
+        k_tile += sk_t
+        v_tile += sv_t
+        w_tile += BH * D * D
+        w_t_tile += BH * D * D
+        c_tile += BH * L * D
+
+
+def _blocks(L: int, D: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps): smaller row tiles for wider heads so the
+    fp32 tiles (membrane, accumulator) fit in registers. Not tuned on hardware yet."""
+    block_d = max(16, triton.next_power_of_2(D))
+    cap_m, cap_n, warps = {16: (64, 64, 4), 32: (64, 64, 4), 64: (64, 64, 4),
+                           128: (32, 32, 8), 256: (16, 32, 8)}[block_d]
+    fit = max(16, triton.next_power_of_2(L))
+    return min(cap_m, fit), min(cap_n, fit), block_d, warps
+
+
+def _precision(dtype: torch.dtype, split: bool = True) -> dict:
+    """Dot flags. SPLIT (kernels with fp32 operands): 16-bit inputs split them; DOT_PRECISION:
+    fp32 avoids TF32 (the flag only affects fp32 dots, so 16-bit ones keep the default);
+    UPCAST: see ``_mma``."""
+    fp32 = dtype == torch.float32
+    flags = dict(DOT_PRECISION="ieee" if fp32 else "tf32",
+                 UPCAST=interpreter_enabled() and dtype == torch.bfloat16)
+    return dict(flags, SPLIT=not fp32) if split else flags
+
+
+def _strides(x: torch.Tensor) -> tuple[int, ...]:
+    return tuple(x.stride())
+
+
+def _mask_args(key_mask: torch.Tensor | None, dummy: torch.Tensor):
+    if key_mask is None:
+        return dummy, (0, 0)
+    return key_mask, _strides(key_mask)
+
+
+def gram_triton(a: torch.Tensor, b: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """``A'^T B`` per (t, batch, head): ``[T, B*H, Dh, Dh]`` fp32, A's masked rows zeroed."""
+    T, B, H, L, D = a.shape
+    out = torch.empty((T, B * H, D, D), dtype=torch.float32, device=a.device)
+    _, block_l, block_d, warps = _blocks(L, D)
+    mask, mask_strides = _mask_args(key_mask, a)
+    _gram_kernel[(T * B * H,)](
+        a, b, mask, out, *_strides(a), *_strides(b), *mask_strides,
+        H, B * H, L, D,
+        HAS_MASK=key_mask is not None, **_precision(a.dtype, split=False),
+        BLOCK_L=block_l, BLOCK_D=block_d, num_warps=warps,
+    )
+    return out
+
+
+def spike_view(s: torch.Tensor, shape, out_blhd: bool) -> torch.Tensor:
+    """A ``[T, B, H, L, Dh]`` view of spikes (or their gradient) stored in either layout."""
+    if not out_blhd:
+        return s
+    T, B, H, L, D = shape
+    return s.reshape(T, B, L, H, D).permute(0, 1, 3, 2, 4)
+
+
+def _forward_launch(q, k, v, key_mask, kv, p: NeuronParams, scale, causal, s5, h_seq,
+                    store_s: bool, store_h: bool) -> None:
+    T, B, H, L, D = q.shape
+    block_m, block_n, block_d, warps = _blocks(L, D)
+    mask, mask_strides = _mask_args(key_mask, q)
+    narrow_h = store_h and h_seq.element_size() < 4
+    h_below, h_above = threshold_bracket(p.v_threshold, h_seq.dtype) if narrow_h else (0.0, 0.0)
+    _attn_fwd_kernel[(B * H, triton.cdiv(L, block_m))](
+        q, k, v, mask, q if kv is None else kv,
+        s5 if store_s else q, h_seq if store_h else q,
+        *_strides(q), *_strides(k), *_strides(v), *(_strides(s5) if store_s else (0,) * 5),
+        *mask_strides,
+        T, H, L, D, scale, p.tau, p.v_threshold, p.charge_reset, p.v_init, h_below, h_above,
+        HAS_MASK=key_mask is not None, CAUSAL=causal, KV_ORDER=kv is not None,
+        STORE_S=store_s, STORE_H=store_h, NARROW_H=narrow_h, DECAY_INPUT=p.decay_input,
+        HARD_RESET=p.hard_reset, **_precision(q.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+    )
+
+
+def attention_forward_triton(
+    q, k, v, key_mask, p: NeuronParams, scale: float, causal: bool, kv_order: bool,
+    save_h: bool, out_blhd: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(spikes, H or empty)``: spikes in q's dtype, ``[T,B,H,L,Dh]`` or
+    ``[T,B,L,H*Dh]``; H contiguous ``[T,B,H,L,Dh]`` in q's dtype."""
+    T, B, H, L, D = q.shape
+    out_shape = (T, B, L, H * D) if out_blhd else (T, B, H, L, D)
+    s = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+    h_seq = torch.empty(q.shape, dtype=q.dtype, device=q.device) if save_h else q.new_empty(0)
+    if q.numel() == 0:
+        return s, h_seq
+    kv = gram_triton(k, v, key_mask) if kv_order else None
+    _forward_launch(q, k, v, key_mask, kv, p, scale, causal, spike_view(s, q.shape, out_blhd),
+                    h_seq, store_s=True, store_h=save_h)
+    return s, h_seq
+
+
+def attention_backward_triton(
+    grad_s, q, k, v, key_mask, saved_h, p: NeuronParams, scale: float, causal: bool,
+    kv_order: bool, recompute: bool, out_blhd: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return ``(dq, dk, dv)`` (contiguous, q's dtype) by the kernels of the module docstring."""
+    T, B, H, L, D = q.shape
+    dq, dk, dv = (torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
+    if q.numel() == 0:
+        return dq, dk, dv
+    kv = gram_triton(k, v, key_mask) if kv_order else None
+    if recompute:
+        h_seq = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+        _forward_launch(q, k, v, key_mask, kv, p, scale, causal, q, h_seq,
+                        store_s=False, store_h=True)
+    else:
+        h_seq = saved_h
+    gs5 = spike_view(grad_s, q.shape, out_blhd)
+    g = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    block_m, block_n, block_d, warps = _blocks(L, D)
+    mask, mask_strides = _mask_args(key_mask, q)
+    _attn_bwd_dq_kernel[(B * H, triton.cdiv(L, block_m))](
+        gs5, h_seq, k, v, mask, q if kv is None else kv, g, dq,
+        *_strides(gs5), *_strides(k), *_strides(v), *mask_strides,
+        T, H, L, D, scale, p.tau, 1.0 - 1.0 / p.tau, p.v_threshold, p.charge_reset,
+        p.surrogate.alpha,
+        HAS_MASK=key_mask is not None, CAUSAL=causal, KV_ORDER=kv_order,
+        DECAY_INPUT=p.decay_input, HARD_RESET=p.hard_reset, DETACH_RESET=p.detach_reset,
+        SURROGATE=p.surrogate.kind, **_precision(q.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+    )
+    del h_seq
+    if kv_order:
+        w = gram_triton(q, g, None)
+        _attn_bwd_dkdv_kv_kernel[(B * H, triton.cdiv(L, block_n))](
+            k, v, w, mask, dk, dv, *_strides(k), *_strides(v), *mask_strides,
+            T, H, L, D, scale,
+            HAS_MASK=key_mask is not None, **_precision(q.dtype),
+            BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+        )
+    else:
+        _attn_bwd_dkdv_kernel[(B * H, triton.cdiv(L, block_n))](
+            q, k, v, g, mask, dk, dv, *_strides(q), *_strides(k), *_strides(v), *mask_strides,
+            T, H, L, D, scale,
+            HAS_MASK=key_mask is not None, CAUSAL=causal,
+            **_precision(q.dtype, split=False),
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+        )
+    return dq, dk, dv
