@@ -1,0 +1,336 @@
+"""Tests for SpikeBertConfig, SpikeBertModel and SpikeBertForSequenceClassification (CPU).
+
+Tiny configs (2 blocks x 32 wide, T=2, L <= 12). Thresholds are lowered from the paper's so
+that every layer, the attention neuron included, fires at initialisation (with the paper's
+values and random weights the attention neuron of a tiny model stays silent).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+)
+
+from spikebert import (
+    PRESETS,
+    SpikeBertConfig,
+    SpikeBertForSequenceClassification,
+    SpikeBertModel,
+)
+
+VOCAB = 50
+
+
+@pytest.fixture(autouse=True)
+def _eager_cpu_path(monkeypatch):
+    # compiling the CPU LIF loop costs more than it saves on these tiny shapes
+    monkeypatch.setenv("SPIKE_KERNELS_CPU_COMPILE", "0")
+
+
+def tiny_config(**overrides) -> SpikeBertConfig:
+    values = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, time_steps=2, max_position_embeddings=12, num_labels=3,
+                  v_threshold=0.5, attention_threshold=0.25, attention_scale=0.5,
+                  backend="torch")
+    values.update(overrides)
+    return SpikeBertConfig(**values)
+
+
+def tiny_model(seed: int = 0, **overrides) -> SpikeBertForSequenceClassification:
+    torch.manual_seed(seed)
+    return SpikeBertForSequenceClassification(tiny_config(**overrides)).eval()
+
+
+def batch(B: int = 3, L: int = 10, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (B, L), generator=g)
+    mask = torch.ones(B, L, dtype=torch.long)
+    mask[1:2, 6:] = 0
+    mask[2:3, 3:] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def test_presets():
+    paper = SpikeBertConfig.from_preset("paper")
+    assert (paper.num_hidden_layers, paper.hidden_size, paper.num_attention_heads,
+            paper.time_steps, paper.max_position_embeddings) == (12, 768, 12, 4, 128)
+    mini = SpikeBertConfig.from_preset("mini", num_labels=5)
+    assert mini.vocab_size == 30522 and mini.num_labels == 5
+    assert set(PRESETS) == {"paper", "mini"}
+    with pytest.raises(ValueError, match="unknown preset"):
+        SpikeBertConfig.from_preset("huge")
+
+
+def test_beta_is_the_snntorch_form():
+    c = SpikeBertConfig(beta=0.9)
+    assert c.tau == pytest.approx(10.0) and c.decay_input is False
+    with pytest.raises(ValueError, match="not both"):
+        SpikeBertConfig(beta=0.9, tau=2.0)
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (dict(hidden_size=30, num_attention_heads=4), ValueError, "multiple"),
+    (dict(num_hidden_layers=0), ValueError, "num_hidden_layers"),
+    (dict(time_steps=2.0), TypeError, "time_steps"),
+    (dict(tau=1.0), ValueError, "tau"),
+    (dict(beta=1.5), ValueError, "beta"),
+    (dict(v_threshold=-1.0), ValueError, "v_threshold"),
+    (dict(attention_threshold=float("nan")), ValueError, "finite"),
+    (dict(v_reset=2.0), ValueError, "v_reset"),
+    (dict(surrogate="relu"), ValueError, "surrogate"),
+    (dict(surrogate_alpha=0.0), ValueError, "surrogate_alpha"),
+    (dict(attention_scale=0), ValueError, "attention_scale"),
+    (dict(pooling="max"), ValueError, "pooling"),
+    (dict(position_embedding_type="rope"), ValueError, "position_embedding_type"),
+    (dict(input_encoding="poisson"), ValueError, "input_encoding"),
+    (dict(neuron_impl="snntorch"), ValueError, "neuron_impl"),
+    (dict(backend="cuda"), ValueError, "backend"),
+    (dict(backend="cupy"), ValueError, "backend"),
+    (dict(detach_reset=1), TypeError, "detach_reset"),
+    (dict(num_labels=0), ValueError, "num_labels"),
+    (dict(problem_type="ranking"), ValueError, "problem_type"),
+    (dict(problem_type="single_label_classification", num_labels=1), ValueError, "num_labels"),
+    (dict(pad_token_id=VOCAB), ValueError, "pad_token_id"),
+    (dict(type_vocab_size=-1), ValueError, "type_vocab_size"),
+])
+def test_config_rejects_bad_values(bad, error, match):
+    with pytest.raises(error, match=match):
+        tiny_config(**bad)
+
+
+def test_config_round_trip(tmp_path):
+    c = tiny_config(v_reset=None, surrogate="sigmoid", surrogate_alpha=3.0)
+    c.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, SpikeBertConfig)
+    for key in ("v_reset", "surrogate", "surrogate_alpha", "hidden_size", "time_steps"):
+        assert getattr(loaded, key) == getattr(c, key)
+    assert SpikeBertConfig(**c.to_dict()).to_dict() == c.to_dict()
+
+
+# ---------------------------------------------------------------------------------- forward
+
+
+def test_output_shapes():
+    model = tiny_model()
+    ids, mask = batch()
+    out = model(ids, mask, labels=torch.tensor([0, 2, 1]), output_firing_rates=True,
+                output_attention_map=True)
+    T, B, L, D, H = 2, 3, 10, 32, 4
+    assert out.logits.shape == (B, 3)
+    assert out.loss.shape == ()
+    assert out.last_hidden_state.shape == (T, B, L, D)
+    assert len(out.features) == 2 and all(f.shape == (B, L, D) for f in out.features)
+    assert out.embedding_output.shape == (B, L, D)
+    assert out.attention_map.shape == (B, H, L, L)
+    names = set(out.firing_rates)
+    assert "embeddings" in names and "layer.1.attention.attention" in names
+    assert len(names) == 1 + 2 * 7
+    assert all(0.0 <= float(r) <= 1.0 for r in out.firing_rates.values())
+    spikes = out.last_hidden_state
+    assert torch.equal(spikes, spikes.round()) and spikes.min() >= 0  # spike counts
+    base = SpikeBertModel(tiny_config())
+    assert base(ids, mask).last_hidden_state.shape == (T, B, L, D)
+    assert isinstance(model(ids, mask, return_dict=False), tuple)
+
+
+def test_padding_does_not_change_logits():
+    model = tiny_model()
+    ids, mask = batch(L=8)
+    pad = torch.zeros(3, 4, dtype=torch.long)
+    longer = model(torch.cat([ids, pad], 1), torch.cat([mask, pad], 1))
+    short = model(ids, mask)
+    assert torch.equal(short.logits, longer.logits)
+    for a, b in zip(short.features, longer.features, strict=True):  # real tokens unchanged
+        assert torch.equal(a[mask.bool()], b[:, :8][mask.bool()])
+
+
+def test_pads_matter_without_masking():
+    model = tiny_model(pooling="mean_all", use_attention_mask=False)
+    ids, mask = batch(L=8)
+    pad = torch.zeros(3, 4, dtype=torch.long)
+    assert not torch.equal(model(ids, mask).logits,
+                           model(torch.cat([ids, pad], 1), torch.cat([mask, pad], 1)).logits)
+
+
+def test_deterministic_for_a_seed():
+    ids, mask = batch()
+    a, b = tiny_model(seed=3), tiny_model(seed=3)
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert torch.equal(a(ids, mask).logits, b(ids, mask).logits)
+    assert torch.equal(a(ids, mask).logits, a(ids, mask).logits)
+    assert not torch.equal(a(ids, mask).logits, tiny_model(seed=4)(ids, mask).logits)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = tiny_model().train()
+    ids, mask = batch()
+    types = (torch.arange(10) >= 5).long().expand(3, 10)
+    model(ids, mask, token_type_ids=types, labels=torch.tensor([0, 2, 1])).loss.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids, mask = batch()
+    labels = torch.tensor([0, 2, 1])
+    grads = []
+    for flag in (False, True):
+        model = tiny_model(gradient_checkpointing=flag).train()
+        assert model.spikebert.encoder.gradient_checkpointing is flag
+        model(ids, mask, labels=labels).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_sentence_pairs_use_token_types():
+    model = tiny_model()
+    ids, mask = batch()
+    types = torch.zeros_like(ids)
+    types[:, 4:] = 1
+    types[mask == 0] = 0
+    assert torch.equal(model(ids, mask).logits, model(ids, mask, torch.zeros_like(ids)).logits)
+    assert not torch.equal(model(ids, mask).logits, model(ids, mask, types).logits)
+
+
+def test_regression_and_multi_label_heads():
+    model = tiny_model(num_labels=1)
+    ids, mask = batch()
+    out = model(ids, mask, labels=torch.tensor([0.5, 2.0, 1.0]))
+    assert out.logits.shape == (3, 1) and model.config.problem_type == "regression"
+    assert torch.isfinite(out.loss)
+    model = tiny_model(num_labels=2, problem_type="multi_label_classification")
+    out = model(ids, mask, labels=torch.tensor([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]))
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(position_embedding_type="none", type_vocab_size=0),
+    dict(input_encoding="lif"),
+    dict(v_reset=None, beta=0.8),
+])
+def test_variants_run(overrides):
+    model = tiny_model(**overrides)
+    ids, mask = batch()
+    out = model(ids, mask, labels=torch.tensor([0, 2, 1]))
+    out.loss.backward()
+    assert torch.isfinite(out.logits).all()
+
+
+def test_torch_and_triton_backends_agree():
+    pytest.importorskip("triton")
+    from spike_kernels.backend import interpreter_enabled
+
+    if not torch.cuda.is_available() and not interpreter_enabled():
+        pytest.skip("Triton on CPU needs TRITON_INTERPRET=1 before triton is imported")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ids, mask = (t.to(device) for t in batch(B=3, L=6))
+    ref = tiny_model(backend="torch").to(device)
+    tri = tiny_model(backend="triton").to(device)
+    tri.load_state_dict(ref.state_dict())
+    torch.testing.assert_close(tri(ids, mask).logits, ref(ids, mask).logits,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_spikingjelly_neurons_give_the_same_model():
+    pytest.importorskip("spikingjelly")
+    ids, mask = batch()
+    ref = tiny_model()
+    sj = tiny_model(neuron_impl="spikingjelly", backend="auto")
+    sj.load_state_dict(ref.state_dict())
+    torch.testing.assert_close(sj(ids, mask).logits, ref(ids, mask).logits,
+                               rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def test_a_few_steps_lower_the_loss():
+    model = tiny_model().train()
+    ids, mask = batch(B=4, seed=5)
+    mask[3, 7:] = 0
+    labels = torch.tensor([0, 1, 2, 1])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(ids, mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+# ---------------------------------------------------------------------------------- save/load
+
+
+def test_save_and_load_round_trips(tmp_path):
+    model = tiny_model(num_labels=2)
+    ids, mask = batch()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    expected = model(ids, mask).logits
+    for cls in (SpikeBertForSequenceClassification, AutoModelForSequenceClassification):
+        loaded = cls.from_pretrained(tmp_path).eval()
+        assert isinstance(loaded, SpikeBertForSequenceClassification)
+        assert torch.equal(loaded(ids, mask).logits, expected)
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(base, SpikeBertModel)
+    assert torch.equal(base(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), PretrainedConfig)
+
+
+def test_stage1_model_loads_under_a_head(tmp_path):
+    torch.manual_seed(0)
+    base = SpikeBertModel(tiny_config()).eval()
+    base.save_pretrained(tmp_path)
+    clf = SpikeBertForSequenceClassification.from_pretrained(tmp_path, num_labels=4).eval()
+    ids, mask = batch()
+    assert clf(ids, mask).logits.shape == (3, 4)
+    assert torch.equal(clf.spikebert(ids, mask).last_hidden_state,
+                       base(ids, mask).last_hidden_state)
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda ids, mask: (ids.clamp(max=0) + VOCAB, mask, None), "vocab_size"),
+    (lambda ids, mask: (ids - 100, mask, None), "vocab_size"),
+    (lambda ids, mask: (torch.ones(1, 13, dtype=torch.long), None, None),
+     "max_position_embeddings"),
+    (lambda ids, mask: (ids, mask[:, :5], None), "attention_mask"),
+    (lambda ids, mask: (ids, mask * 2, None), "only 0"),
+    (lambda ids, mask: (ids, torch.zeros_like(mask), None), "no token"),
+    (lambda ids, mask: (ids, mask, torch.full_like(ids, 2)), "token_type_ids"),
+    (lambda ids, mask: (ids, mask, ids[:, :3]), "token_type_ids"),
+    (lambda ids, mask: (ids.float(), mask, None), "integer"),
+    (lambda ids, mask: (ids[0], None, None), "batch, length"),
+])
+def test_bad_inputs_raise(make, match):
+    model = tiny_model()
+    ids, mask = batch()
+    ids, mask, types = make(ids, mask)
+    with pytest.raises(ValueError, match=match):
+        model(ids, mask, types)
+
+
+def test_bad_labels_raise():
+    model = tiny_model()
+    ids, mask = batch()
+    with pytest.raises(ValueError, match="num_labels"):
+        model(ids, mask, labels=torch.tensor([0, 1, 3]))
+    with pytest.raises(ValueError, match="shape"):
+        model(ids, mask, labels=torch.tensor([0, 1]))
