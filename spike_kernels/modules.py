@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from .backend import BACKENDS
 from .neuron import NeuronParams
 from .ops.lif import lif
 from .surrogate import Surrogate, get_surrogate
@@ -39,6 +40,8 @@ class LIF(nn.Module):
         if step_mode not in STEP_MODES:
             raise ValueError(f"step_mode must be 'm' (multi-step) or 's' (single-step), "
                              f"got {step_mode!r}")
+        if not isinstance(backend, str) or backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         self.params = NeuronParams(tau, decay_input, v_threshold, v_reset, detach_reset,
                                    get_surrogate(surrogate_function))
         self.step_mode = step_mode
@@ -64,9 +67,9 @@ class LIF(nn.Module):
         ``U > threshold`` (we fire on ``>=``), and it subtracts the reset one step late (at
         the next step's update) while we reset in the step that fired.
         """
-        if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta):
-            raise TypeError(f"beta must be a finite float, got {beta!r}")
-        if not 0.0 < beta < 1.0:
+        if isinstance(beta, bool) or not isinstance(beta, int | float):
+            raise TypeError(f"beta must be a float, got {type(beta).__name__}")
+        if not (math.isfinite(beta) and 0.0 < beta < 1.0):
             raise ValueError(f"beta must be in (0, 1) (tau = 1 / (1 - beta) > 1), got {beta}")
         resets = {"subtract": None, "zero": 0.0}
         if reset_mechanism not in resets:

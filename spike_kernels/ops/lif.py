@@ -50,11 +50,12 @@ def lif_forward_op(
 @lif_forward_op.register_fake
 def _(x, v_init, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
       recompute, want_v_seq, use_triton):
+    # contiguous, as both implementations allocate them (empty_like would keep x's strides)
     return (
-        torch.empty_like(x),
+        x.new_empty(x.shape),
         x.new_empty(x.shape[1:]),
-        x.new_empty(_EMPTY) if recompute else torch.empty_like(x),
-        torch.empty_like(x) if want_v_seq else x.new_empty(_EMPTY),
+        x.new_empty(_EMPTY) if recompute else x.new_empty(x.shape),
+        x.new_empty(x.shape) if want_v_seq else x.new_empty(_EMPTY),
     )
 
 
@@ -92,7 +93,7 @@ def lif_backward_op(
 @lif_backward_op.register_fake
 def _(grad_s, grad_v_last, grad_v_seq, saved, v_init, tau, decay_input, v_threshold, v_reset,
       detach_reset, surrogate, alpha, recompute, use_triton):
-    return torch.empty_like(saved), saved.new_empty(saved.shape[1:])
+    return saved.new_empty(saved.shape), saved.new_empty(saved.shape[1:])
 
 
 def _setup_context(ctx, inputs, output):
@@ -178,7 +179,9 @@ def lif(
         V[t] = H[t] - v_threshold * S[t]      (soft reset, v_reset=None; charge uses 0)
 
     Args:
-        x: input current ``[T, ...]``, float16/bfloat16/float32/float64.
+        x: input current ``[T, ...]``, float16/bfloat16/float32/float64. The arithmetic is
+            fp32 (fp64 for float64 on the PyTorch path; the Triton kernels compute float64
+            inputs in fp32).
         v_init: membrane potential before step 0 (``x.shape[1:]``, x's dtype); default
             ``v_reset`` (0 for the soft reset). Gradients flow into it.
         surrogate: backward of the spike, by name or :class:`~spike_kernels.surrogate.Surrogate`;
@@ -186,7 +189,8 @@ def lif(
         detach_reset: detach S in the reset term (gradients flow through the charge only).
         backend: ``"auto"`` (Triton on CUDA, the PyTorch path on CPU), ``"triton"``, ``"torch"``.
         recompute: save nothing for backward but x (which the caller holds anyway) and
-            recompute H there, bit-identically; default saves H in x's dtype.
+            recompute H there, bit-identically; default saves H in x's dtype (nothing at all
+            when no gradient is needed).
         return_v / return_v_seq: also return the final membrane ``[...]`` (to carry state into
             the next call) and/or the membrane after every step ``[T, ...]``.
 
@@ -200,9 +204,13 @@ def lif(
                           v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
                           alpha=alpha)
     use_triton = resolve_backend(backend, x.device) == "triton"
+    # Where no gradient can flow (inference, no_grad), save nothing: H would never be read.
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or (v_init is not None and v_init.requires_grad))
     s, v_last, _, v_seq = lif_forward_op(
         x, v_init, p.tau, p.decay_input, p.v_threshold, p.v_reset, p.detach_reset,
-        p.surrogate.name, p.surrogate.alpha, bool(recompute), bool(return_v_seq), use_triton,
+        p.surrogate.name, p.surrogate.alpha, bool(recompute) or not needs_grad,
+        bool(return_v_seq), use_triton,
     )
     if not (return_v or return_v_seq):
         return s

@@ -224,9 +224,11 @@ def lif_forward_torch(
     want_v_seq: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``(spikes, v_last, h_seq or empty, v_seq or empty)``; see the module docstring."""
-    s = torch.empty_like(x)
-    h_seq = torch.empty_like(x) if save_h else None
-    v_seq = torch.empty_like(x) if want_v_seq else None
+    # contiguous (empty_like keeps a permuted x's strides, and [T, N] views of those
+    # would be copies that the steps write into and nobody reads)
+    s = x.new_empty(x.shape)
+    h_seq = x.new_empty(x.shape) if save_h else None
+    v_seq = x.new_empty(x.shape) if want_v_seq else None
     v = _run_forward(x, v_init, p, s, h_seq, v_seq)
     # Two separate empty tensors: a custom op's outputs may not alias one another.
     return (s, v.reshape(x.shape[1:]).to(x.dtype),
@@ -261,5 +263,5 @@ def lif_backward_torch(
 def recompute_h_torch(x: torch.Tensor, v_init: torch.Tensor | None, p: NeuronParams):
     """H[t] recomputed from x by the forward's own step, so bit-identical to it (fp32)."""
     h_seq = torch.empty(x.shape, dtype=compute_dtype(x.dtype), device=x.device)
-    _run_forward(x, v_init, p, torch.empty_like(x), h_seq, None)
+    _run_forward(x, v_init, p, x.new_empty(x.shape), h_seq, None)
     return h_seq

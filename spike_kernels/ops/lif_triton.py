@@ -52,9 +52,8 @@ def _lif_forward_kernel(
                 # rounding to fp16/bf16 must not carry H across the threshold (backward
                 # re-derives the reset mask H < V_th from it): clamp to the nearest
                 # representable values on the spike's side, h_below < V_th <= h_above
-                nan = tl.PropagateNan.ALL
-                h_out = tl.where(fired, tl.maximum(h, h_above, propagate_nan=nan),
-                                 tl.minimum(h, h_below, propagate_nan=nan))
+                h_out = tl.where(fired, tl.maximum(h, h_above, propagate_nan=tl.PropagateNan.ALL),
+                                 tl.minimum(h, h_below, propagate_nan=tl.PropagateNan.ALL))
             tl.store(h_ptr + step, h_out.to(h_ptr.dtype.element_ty), mask=mask)
         if STORE_V_SEQ:
             tl.store(v_seq_ptr + step, v.to(v_seq_ptr.dtype.element_ty), mask=mask)
