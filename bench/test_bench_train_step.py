@@ -1,0 +1,91 @@
+"""A whole SpikeBERT training step against the same model built with SpikingJelly neurons.
+
+One step = forward with labels (cross-entropy), backward, ``AdamW.step``; gradients are set to
+None before each step (untimed). ``ours`` is ``SpikeBertForSequenceClassification`` as
+configured by its preset (``spike_kernels.lif`` neurons, the fused spiking attention);
+``spikingjelly`` is the same config with ``neuron_impl="spikingjelly"``: SpikingJelly
+``LIFNode`` neurons and plain matmuls for attention, everything else identical (weights,
+data, gradient checkpointing when the preset switches it on).
+
+Batch 32 of random token ids at the preset's full length (``max_position_embeddings``: 64
+for ``mini``, 128 for ``paper``), no padding, 2 labels. ``mini`` runs everywhere, ``paper``
+on CUDA only. ``peak_bytes`` is the memory one step allocates above parameters and optimizer
+state (activations, gradients, temporaries); ``peak_total_bytes`` adds those back.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import benchlib as bl
+
+PROVIDERS = {"ours": "spike_kernels", "spikingjelly": "spikingjelly"}
+BATCH = 32
+
+
+def _state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    tensors = [*model.parameters()]
+    for state in optimizer.state.values():
+        tensors += [t for t in state.values() if isinstance(t, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _sj_detail() -> str:
+    sel = bl._sj_selection()
+    if bl.DEVICE != "cuda" or sel is None:
+        return f"spikingjelly {bl.dist_version('spikingjelly')} LIFNode ({bl.DEVICE} path)"
+    try:
+        impl = sel.diagnostics(torch.device("cuda"))["implementation"]
+    except Exception as err:
+        impl = f"unknown ({type(err).__name__})"
+    return f"spikingjelly {bl.dist_version('spikingjelly')} LIFNode, CUDA implementation {impl}"
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+@pytest.mark.parametrize("preset", ["mini", "paper"])
+def test_train_step(bench, preset: str, provider: str) -> None:
+    device = bl.DEVICE
+    if preset == "paper" and device != "cuda":
+        bl.skip("the paper preset's training step is benchmarked on CUDA only "
+                "(mini is the CPU case)")
+    spikebert = bl.import_or_skip("spikebert", "the project's spikebert requirements "
+                                               "(transformers)")
+    if provider == "spikingjelly":
+        bl.import_or_skip("spikingjelly.activation_based.neuron", "spikingjelly")
+    torch.manual_seed(0)
+    config = spikebert.SpikeBertConfig.from_preset(preset, num_labels=2,
+                                                   neuron_impl=PROVIDERS[provider])
+    model = spikebert.SpikeBertForSequenceClassification(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=5e-3)
+    length = config.max_position_embeddings
+    gen = torch.Generator(device=device).manual_seed(0)
+    input_ids = torch.randint(1, config.vocab_size, (BATCH, length), device=device,
+                              generator=gen)
+    attention_mask = torch.ones_like(input_ids)
+    labels = torch.randint(0, 2, (BATCH,), device=device, generator=gen)
+
+    def setup():
+        optimizer.zero_grad(set_to_none=True)
+
+    def step():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        out.loss.backward()
+        optimizer.step()
+
+    detail = (f"SpikeBertForSequenceClassification({preset}, neuron_impl="
+              f"{PROVIDERS[provider]!r}, gradient_checkpointing={config.gradient_checkpointing})")
+    if provider == "spikingjelly":
+        detail += f"; {_sj_detail()}"
+
+    def metrics(stats):
+        state = _state_bytes(model, optimizer)
+        return {"samples_per_s": BATCH / stats["median"], "state_bytes": state}
+
+    result = bench.run(step, setup=setup, group="train_step", mode="train",
+                       params={"preset": preset, "batch": BATCH, "length": length},
+                       shape=[BATCH, length], dtype="float32", provider=provider,
+                       baseline="ours", detail=detail, metrics=metrics)
+    if result["peak_bytes"] is not None:
+        result["peak_total_bytes"] = result["peak_bytes"] + result["state_bytes"]
+        bench.recorder.add(result)
