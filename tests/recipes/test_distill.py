@@ -108,3 +108,21 @@ def test_data_file_with_missing_field(tiny_classifier_teacher, tmp_path):
     with pytest.raises(ValueError, match="text"):
         distill.main(stage2_args("sst2", tiny_classifier_teacher, tmp_path / "o",
                                  ["--train_file", str(bad), "--dev_file", str(bad)]))
+
+
+def test_stage2_pairs_and_regression(tmp_path):
+    """STS-B-style sentence pairs with a real-valued label, through stage 2 and evaluation."""
+    from conftest import english_tokenizer, save_tiny_bert
+
+    teacher = save_tiny_bert(tmp_path / "teacher", english_tokenizer(), num_labels=1)
+    rows = [{"text_a": f"a man is playing a guitar number {i}",
+             "text_b": f"a person plays music {i % 3}", "label": (i % 6) * 1.0}
+            for i in range(24)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = ["--train_file", str(pairs), "--dev_file", str(pairs)]
+    out = tmp_path / "s2"
+    result = distill.main(stage2_args("stsb", teacher, out, files, "--no_augment"))
+    assert set(result["dev"]) >= {"pearson", "spearmanr"}
+    report = evaluate.main(["--model", str(out), "--task", "stsb", "--data_file", str(pairs)])
+    assert -100 <= report["pearson"] <= 100 and "markdown_row" in report
