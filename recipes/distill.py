@@ -35,7 +35,6 @@ from spikebert.augment import AugmentConfig, augment_dataset
 from spikebert.data import (
     add_data_arguments,
     check_vocab_compatible,
-    compute_metrics,
     files_from_args,
     get_task,
     load_task,
@@ -45,6 +44,7 @@ from spikebert.distill import FeatureAligner, logits_kl
 from spikebert.training import (
     add_training_arguments,
     build_student_config,
+    evaluate_model,
     finish,
     load_teacher,
     make_accelerator,
@@ -280,22 +280,6 @@ def main(argv: list[str] | None = None) -> dict:
                       f"at step {best['step']})")
     finish(accelerator)
     return result
-
-
-def evaluate_model(model, loader, accelerator, spec) -> dict[str, float]:
-    """The task's metrics of a classifier on ``loader``, gathered over processes."""
-    was_training = model.training
-    model.eval()
-    preds, labels = [], []
-    with torch.no_grad():
-        for batch in loader:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           token_type_ids=batch.get("token_type_ids")).logits
-            logits, y = accelerator.gather_for_metrics((logits, batch["labels"]))
-            preds.append(logits.float().cpu().numpy())
-            labels.append(y.cpu().numpy())
-    model.train(was_training)
-    return compute_metrics(spec, np.concatenate(preds), np.concatenate(labels))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -26,13 +25,12 @@ from transformers import get_scheduler
 
 from spikebert.data import (
     add_data_arguments,
-    compute_metrics,
     files_from_args,
     get_task,
     load_task,
     tokenize_task,
 )
-from spikebert.training import finish, load_teacher, resolve_teacher
+from spikebert.training import evaluate_model, finish, load_teacher, resolve_teacher
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,20 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_train_samples", type=int, default=None)
     p.add_argument("--seed", type=int, default=42)
     return p.parse_args(argv)
-
-
-def evaluate(model, loader, accelerator, spec) -> dict[str, float]:
-    """The task's metrics of ``model`` on ``loader``, gathered over processes."""
-    model.eval()
-    preds, labels = [], []
-    with torch.no_grad():
-        for batch in loader:
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-            logits, y = accelerator.gather_for_metrics((logits, batch["labels"]))
-            preds.append(logits.float().cpu().numpy())
-            labels.append(y.cpu().numpy())
-    model.train()
-    return compute_metrics(spec, np.concatenate(preds), np.concatenate(labels))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -111,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.4f}")
             if step % eval_steps == 0 or step == steps:
-                metrics = evaluate(model, dev_dl, accelerator, spec)
+                metrics = evaluate_model(model, dev_dl, accelerator, spec)
                 accelerator.print(f"step {step}: dev {metrics}")
                 if metrics[spec.primary_metric] > best[spec.primary_metric]:
                     best = {"step": step, **metrics}

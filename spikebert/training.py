@@ -317,3 +317,24 @@ def train_loop(accelerator, args, model, optimizer, scheduler, train_dl, loss_fn
                 break
     progress.close()
     return step
+
+
+def evaluate_model(model, loader, accelerator, task) -> dict[str, float]:
+    """The task's metrics (:func:`spikebert.data.compute_metrics`) of a sequence classifier
+    on ``loader``, gathered over processes; the model's train/eval mode is restored."""
+    import numpy as np
+
+    from .data import compute_metrics
+
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    with torch.no_grad():
+        for batch in loader:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch.get("token_type_ids")).logits
+            logits, y = accelerator.gather_for_metrics((logits, batch["labels"]))
+            preds.append(logits.float().cpu().numpy())
+            labels.append(y.cpu().numpy())
+    model.train(was_training)
+    return compute_metrics(task, np.concatenate(preds), np.concatenate(labels))
