@@ -240,6 +240,22 @@ def make_accelerator(args, run_name: str, find_unused_parameters: bool = False):
     return accelerator
 
 
+def rng_neutral_start(loader):
+    """Iterate ``loader`` without letting its start (a DataLoader draws a base seed from the
+    global RNG when its iterator starts) move the global RNG: a run resumed from a checkpoint
+    then draws dropout and masks exactly as the uninterrupted run did."""
+    iterator = iter(loader)
+    with torch.random.fork_rng(devices=[]):
+        first = next(iterator, _END)
+    if first is _END:
+        return
+    yield first
+    yield from iterator
+
+
+_END = object()
+
+
 def train_loop(accelerator, args, model, optimizer, scheduler, train_dl, loss_fn,
                evaluate=None, *, desc: str, tokens_per_sample: int | None = None) -> int:
     """Optimise until ``args.max_steps`` with exact resume; returns the last step.
@@ -278,7 +294,7 @@ def train_loop(accelerator, args, model, optimizer, scheduler, train_dl, loss_fn
         if done_in_epoch:
             batches = accelerator.skip_first_batches(
                 train_dl, done_in_epoch * args.gradient_accumulation_steps)
-        for batch in batches:
+        for batch in rng_neutral_start(batches):
             with accelerator.accumulate(model):
                 out = loss_fn(batch)
                 accelerator.backward(out["loss"])
