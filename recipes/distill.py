@@ -28,6 +28,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from spikebert import SpikeBertForSequenceClassification
@@ -132,7 +133,7 @@ def teacher_logits_cached(teacher, dataset, args, accelerator) -> torch.Tensor:
     loader = DataLoader(dataset, batch_size=4 * args.batch_size)
     chunks = []
     with torch.no_grad():
-        for batch in loader:
+        for batch in tqdm(loader, desc="teacher logits", disable=not accelerator.is_main_process):
             batch = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
             chunks.append(teacher(**batch).logits.float().cpu())
     logits = torch.cat(chunks)

@@ -77,8 +77,8 @@ def test_resume_is_exact(tmp_path):
     expected = read_csv_metrics(full / "logs" / "teacher_mlm" / "metrics.csv", "loss")
     resumed = read_csv_metrics(cut / "logs" / "teacher_mlm" / "metrics.csv", "loss")
     assert sorted(resumed) == [1, 2, 3, 4]
-    for step in (3, 4):
-        assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+    for step in (3, 4):  # a wrong mask or dropout draw moves the loss by ~1e-3
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-5), step
 
 
 def test_missing_corpus(tmp_path):
