@@ -29,7 +29,6 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from spikebert import SpikeBertForSequenceClassification
 from spikebert.augment import AugmentConfig, augment_dataset
@@ -49,6 +48,7 @@ from spikebert.training import (
     finish,
     load_teacher,
     make_accelerator,
+    make_optimizer,
     teacher_dtype,
     train_loop,
 )
@@ -227,10 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
                                           / args.gradient_accumulation_steps))
     aligner = build_aligner(args, student.config, teacher.config)
     model = Stage2(student, aligner, args, spec.is_regression)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = get_scheduler(args.lr_scheduler, optimizer,
-                              num_warmup_steps=math.ceil(args.warmup_ratio * args.max_steps),
-                              num_training_steps=args.max_steps)
+    optimizer, scheduler = make_optimizer(model, args)
     train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                           num_workers=args.num_workers)
     dev_dl = DataLoader(encoded["dev"], batch_size=2 * args.batch_size)

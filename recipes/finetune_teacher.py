@@ -16,12 +16,10 @@ import json
 import math
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from spikebert.data import (
     add_data_arguments,
@@ -30,7 +28,13 @@ from spikebert.data import (
     load_task,
     tokenize_task,
 )
-from spikebert.training import evaluate_model, finish, load_teacher, resolve_teacher
+from spikebert.training import (
+    evaluate_model,
+    finish,
+    load_teacher,
+    make_optimizer,
+    resolve_teacher,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,8 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     steps = args.max_steps or math.ceil(args.epochs * len(train_dl))
     eval_steps = args.eval_steps or min(len(train_dl), steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = get_scheduler("linear", optimizer, math.ceil(args.warmup_ratio * steps), steps)
+    optimizer, scheduler = make_optimizer(model, args, steps=steps, schedule="linear")
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, dev_dl, scheduler)
 

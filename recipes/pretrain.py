@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -29,7 +28,6 @@ from accelerate.utils import set_seed
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
-from transformers import get_scheduler
 
 from spikebert import SpikeBertModel
 from spikebert.data import check_vocab_compatible, load_corpus, pack_corpus
@@ -40,6 +38,7 @@ from spikebert.training import (
     finish,
     load_teacher,
     make_accelerator,
+    make_optimizer,
     resolve_teacher,
     teacher_dtype,
     train_loop,
@@ -128,10 +127,7 @@ def main(argv: list[str] | None = None) -> Path:
     aligner = FeatureAligner(config.hidden_size, teacher.config.hidden_size,
                              config.num_hidden_layers, args.ignored_layers)
     model = Stage1(student, aligner)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = get_scheduler(args.lr_scheduler, optimizer,
-                              num_warmup_steps=math.ceil(args.warmup_ratio * args.max_steps),
-                              num_training_steps=args.max_steps)
+    optimizer, scheduler = make_optimizer(model, args)
     train_dl = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
                           num_workers=args.num_workers)
     held_dl = DataLoader(held, batch_size=args.batch_size)

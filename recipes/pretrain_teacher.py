@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, get_scheduler
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from spikebert.data import get_task, load_corpus, load_task, pack_corpus
 from spikebert.training import (
     add_training_arguments,
     finish,
     make_accelerator,
+    make_optimizer,
     resolve_resume,
     train_loop,
 )
@@ -146,10 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
                         max_position_embeddings=args.max_position_embeddings,
                         pad_token_id=tokenizer.pad_token_id)
     model = BertForMaskedLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = get_scheduler(args.lr_scheduler, optimizer,
-                              num_warmup_steps=math.ceil(args.warmup_ratio * args.max_steps),
-                              num_training_steps=args.max_steps)
+    optimizer, scheduler = make_optimizer(model, args)
     train_dl = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
                           num_workers=args.num_workers)
     held_masks = torch.Generator().manual_seed(args.seed)  # the same held-out masks each time

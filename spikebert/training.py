@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -185,6 +186,19 @@ def build_student_config(preset: str | None, config_file: str | None,
         base.update(values)
         return SpikeBertConfig(**base)
     return SpikeBertConfig.from_preset(preset or "mini", **values)
+
+
+def make_optimizer(model, args, *, steps: int | None = None, schedule: str | None = None):
+    """AdamW (``--lr``, ``--weight_decay``) and its learning-rate schedule: ``schedule`` (else
+    ``--lr_scheduler``) over ``steps`` (else ``--max_steps``) after ``--warmup_ratio`` warm-up."""
+    from transformers import get_scheduler
+
+    steps = steps or args.max_steps
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = get_scheduler(schedule or args.lr_scheduler, optimizer,
+                              num_warmup_steps=math.ceil(args.warmup_ratio * steps),
+                              num_training_steps=steps)
+    return optimizer, scheduler
 
 
 def finish(accelerator) -> None:
