@@ -258,8 +258,8 @@ def rng_neutral_start(loader):
     """Iterate ``loader`` without letting its start (a DataLoader draws a base seed from the
     global RNG when its iterator starts) move the global RNG: a run resumed from a checkpoint
     then draws dropout and masks exactly as the uninterrupted run did."""
-    iterator = iter(loader)
     with torch.random.fork_rng(devices=[]):
+        iterator = iter(loader)
         first = next(iterator, _END)
     if first is _END:
         return
