@@ -92,10 +92,11 @@ def mask_tokens(input_ids: torch.Tensor, tokenizer, probability: float,
     becomes [MASK] (80%), a random token (10%) or stays (10%). Returns (inputs, labels) with
     labels -100 where nothing is predicted. Draws from ``generator`` (else the global RNG,
     which checkpoints save and resume restores)."""
+    where = input_ids.device if generator is None else "cpu"  # a Generator lives on the CPU
+
     def draw(p: float) -> torch.Tensor:
-        return torch.rand(input_ids.shape, generator=generator,
-                          device=input_ids.device if generator is None else "cpu"
-                          ).to(input_ids.device) < p
+        return torch.rand(input_ids.shape, generator=generator, device=where).to(
+            input_ids.device) < p
 
     special = torch.zeros_like(input_ids, dtype=torch.bool)
     for token_id in tokenizer.all_special_ids:
@@ -105,16 +106,16 @@ def mask_tokens(input_ids: torch.Tensor, tokenizer, probability: float,
     to_mask = chosen & draw(0.8)
     to_random = chosen & ~to_mask & draw(0.5)
     random_ids = torch.randint(len(tokenizer), input_ids.shape, generator=generator,
-                               device=input_ids.device if generator is None else "cpu"
-                               ).to(input_ids.device)
+                               device=where).to(input_ids.device)
     inputs = torch.where(to_mask, torch.full_like(input_ids, tokenizer.mask_token_id), input_ids)
     return torch.where(to_random, random_ids, inputs), labels
 
 
-def get_tokenizer(args, texts: list[str], resuming: bool):
-    """The tokenizer saved in ``output_dir`` when resuming, else a newly trained one."""
+def get_tokenizer(args, texts: list[str], reuse_saved: bool):
+    """The tokenizer saved in ``output_dir`` (when resuming, and on every process but the
+    main one, which trains and saves it first), else a newly trained one."""
     out = Path(args.output_dir)
-    if resuming and (out / "tokenizer.json").is_file():
+    if reuse_saved and (out / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(out)
     return train_wordpiece(texts, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
                            model_max_length=args.max_position_embeddings)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"no text in --corpus {args.corpus!r} or --tasks {args.tasks}")
     resuming = resolve_resume(args.resume_from_checkpoint, args.output_dir) is not None
     with accelerator.main_process_first():
-        tokenizer = get_tokenizer(args, texts, resuming)
+        tokenizer = get_tokenizer(args, texts, resuming or not accelerator.is_main_process)
         if accelerator.is_main_process:
             tokenizer.save_pretrained(out)
         blocks = pack_corpus(texts, tokenizer, args.seq_length, cache_dir=out / "cache")
