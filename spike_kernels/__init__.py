@@ -3,13 +3,12 @@
 >>> from spike_kernels import LIF, lif, reset_net
 """
 
-from .attention import SpikingAttention
-from .modules import LIF, reset_net
-from .neuron import NeuronParams
-from .ops.attention import attention_map, spiking_attention
+from .modules import LIF, SpikingAttention, reset_net
+from .ops.attention_op import attention_map, spiking_attention
 from .ops.attention_ref import spiking_attention_ref
-from .ops.lif import lif
+from .ops.lif_op import lif
 from .ops.lif_ref import lif_ref
+from .params import NeuronParams
 from .surrogate import (
     SURROGATE_NAMES,
     ATan,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..neuron import NeuronParams
+from ..params import NeuronParams
 from ..surrogate import Surrogate
 from .lif_ref import lif_ref
 
@@ -64,7 +64,7 @@ def spiking_attention_ref(
                               alpha=alpha)
         s = lif_ref(y, None, p)[0]
     else:
-        from .lif import lif
+        from .lif_op import lif
 
         s = lif(y, tau=tau, decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
                 surrogate=surrogate, alpha=alpha, detach_reset=detach_reset, backend=lif_backend)

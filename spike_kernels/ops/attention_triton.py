@@ -41,8 +41,8 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled
-from ..neuron import NeuronParams, threshold_bracket
-from .triton_neuron import charge, fire_and_reset, grad_membrane
+from ..params import NeuronParams, threshold_bracket
+from .neuron_triton import charge, fire_and_reset, grad_membrane
 
 
 @triton.jit

@@ -1,14 +1,14 @@
 """Plain PyTorch reference of the multi-step LIF neuron (autograd through a time loop).
 
 Written for clarity, not speed: it is the oracle the CPU path and the Triton kernels are
-tested against. Equations in :mod:`spike_kernels.neuron`.
+tested against. Equations in :mod:`spike_kernels.params`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..neuron import NeuronParams
+from ..params import NeuronParams
 from ..surrogate import spike
 
 

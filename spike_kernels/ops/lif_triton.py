@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..neuron import NeuronParams, threshold_bracket
-from .triton_neuron import charge, fire_and_reset, grad_membrane
+from ..params import NeuronParams, threshold_bracket
+from .neuron_triton import charge, fire_and_reset, grad_membrane
 
 BLOCK = 1024
 NUM_WARPS = 4

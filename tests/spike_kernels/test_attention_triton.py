@@ -44,10 +44,10 @@ def _kernels_runnable() -> str | None:
         return "no CUDA and TRITON_INTERPRET is not set"
     from triton.runtime.interpreter import InterpretedFunction
 
-    from spike_kernels.ops import attention_triton, triton_neuron
+    from spike_kernels.ops import attention_triton, neuron_triton
 
     if not all(isinstance(f, InterpretedFunction)
-               for f in (attention_triton._attn_fwd_kernel, triton_neuron.charge)):
+               for f in (attention_triton._attn_fwd_kernel, neuron_triton.charge)):
         return "the Triton kernels were defined before TRITON_INTERPRET=1 was set"
     return None
 
@@ -123,7 +123,7 @@ def test_triton_layout_strides_recompute(dtype):
 def test_triton_exact_on_spikes_beyond_bf16_integers(order):
     """L=640 (ten key blocks), sums up to 625: exact in the kernels' fp32 accumulators (and
     the Q(K^T V) order's hi/lo bf16 split), where bf16 itself holds integers only to 256."""
-    from test_attention import EXACT_CASES, exactness_case
+    from test_attention_op import EXACT_CASES, exactness_case
 
     for n0, n_fire in EXACT_CASES:
         q, k, v, mask, expected, kw = exactness_case(torch.bfloat16, n0, n_fire)

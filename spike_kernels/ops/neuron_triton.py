@@ -1,6 +1,6 @@
 """Triton device functions of the LIF neuron, shared by the LIF and attention kernels.
 
-fp32 arithmetic; the same equations as :mod:`spike_kernels.ops.lif_cpu` (division is
+fp32 arithmetic; the same equations as :mod:`spike_kernels.ops.lif_torch` (division is
 IEEE round-to-nearest, ``div_rn``, so spikes match the PyTorch path bit for bit).
 """
 

@@ -4,7 +4,7 @@ Per time step ``Y_t = scale * (Q_t K'^T_t) V'_t`` where ``K' = m ⊙ K`` and ``V
 zero the padded keys (``m`` the ``[B, L]`` key mask); with no softmax both products are
 exact, so the cheaper order is used: ``Q (K'^T V')`` (``kv_order``, ~2 L Dh^2 per head) or
 ``(Q K'^T) V'`` (~2 L^2 Dh, and the only exact order under a causal mask, applied to the
-``L x L`` map). The neuron is :mod:`.lif_cpu`'s forward/backward time loop.
+``L x L`` map). The neuron is :mod:`.lif_torch`'s forward/backward time loop.
 
 Backward, with ``G = dL/dY`` from the LIF backward and ``P = Q K'^T`` (causal: lower
 triangle)::
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from ..neuron import NeuronParams, threshold_bracket
-from . import lif_cpu
-from .lif_cpu import compute_dtype
+from ..params import NeuronParams, threshold_bracket
+from . import lif_torch
+from .lif_torch import compute_dtype
 
 
 def _operands(q, k, v, key_mask):
@@ -92,7 +92,7 @@ def attention_forward_torch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(spikes, H or empty)``; spikes in q's dtype and layout, H ``[T,B,H,L,Dh]``."""
     y = attention_scores_torch(q, k, v, key_mask, scale, causal, kv_order)
-    s, _, h, _ = lif_cpu.lif_forward_torch(y, None, p, save_h, False)
+    s, _, h, _ = lif_torch.lif_forward_torch(y, None, p, save_h, False)
     if save_h:
         if q.dtype.itemsize < h.dtype.itemsize:
             # rounding to fp16/bf16 must not carry H across the threshold (backward derives
@@ -117,14 +117,14 @@ def attention_backward_torch(
     # step sees the same tensor properties on every call (see _flat)
     if recompute:
         y = attention_scores_torch(q, k, v, key_mask, scale, causal, kv_order)
-        h_seq = lif_cpu.recompute_h_torch(y, None, p)
+        h_seq = lif_torch.recompute_h_torch(y, None, p)
         del y
     else:
         h_seq, h_view = _flat(q.shape, cdt, q.device)
         h_view.copy_(saved_h.view(q.shape))
     gs_flat, gs_view = _flat(q.shape, cdt, q.device)
     gs_view.copy_(from_layout(grad_s, q.shape, out_blhd))
-    g, _ = lif_cpu.lif_backward_torch(gs_flat, None, None, h_seq, p, cdt)  # dL/dY
+    g, _ = lif_torch.lif_backward_torch(gs_flat, None, None, h_seq, p, cdt)  # dL/dY
     g = g.view(q.shape)
     qc, kc, vc = _operands(q, k, v, key_mask)
     if kv_order:

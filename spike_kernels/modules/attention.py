@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backend import BACKENDS
-from .neuron import NeuronParams, _check_real
-from .ops.attention import ORDERS, _check_bool, _choose, spiking_attention
-from .surrogate import Surrogate, get_surrogate
+from ..backend import BACKENDS
+from ..ops.attention_op import ORDERS, _check_bool, _choose, spiking_attention
+from ..params import NeuronParams, _check_real
+from ..surrogate import Surrogate, get_surrogate
 
 
 class SpikingAttention(nn.Module):

@@ -3,7 +3,7 @@
 Two ops, ``spike_kernels::lif_forward`` and ``spike_kernels::lif_backward``, each with a
 fake (meta) implementation, joined by ``register_autograd``; ``torch.compile(fullgraph=True)``
 traces a model that calls :func:`lif` without a graph break. Each op dispatches to the
-Triton kernels (:mod:`.lif_triton`) or the PyTorch path (:mod:`.lif_cpu`).
+Triton kernels (:mod:`.lif_triton`) or the PyTorch path (:mod:`.lif_torch`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from ..backend import resolve_backend
-from ..neuron import NeuronParams
+from ..params import NeuronParams
 from ..surrogate import Surrogate, get_surrogate
-from . import lif_cpu
+from . import lif_torch
 
 _EMPTY: tuple[int, ...] = (0,)
 
@@ -44,7 +44,7 @@ def lif_forward_op(
         from .lif_triton import lif_forward_triton
 
         return lif_forward_triton(x, v_init, p, not recompute, want_v_seq)
-    return lif_cpu.lif_forward_torch(x, v_init, p, not recompute, want_v_seq)
+    return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq)
 
 
 @lif_forward_op.register_fake
@@ -84,7 +84,7 @@ def lif_backward_op(
 
         recompute_h, backward = impl.recompute_h_triton, impl.lif_backward_triton
     else:
-        recompute_h, backward = lif_cpu.recompute_h_torch, lif_cpu.lif_backward_torch
+        recompute_h, backward = lif_torch.recompute_h_torch, lif_torch.lif_backward_torch
     h_seq = recompute_h(saved, v_init, p) if recompute else saved
     grad_x, grad_v_init = backward(grad_s, grad_v_last, grad_v_seq, h_seq, p, v_dtype)
     return grad_x.to(saved.dtype), grad_v_init

@@ -7,10 +7,10 @@ import math
 import torch
 from torch import nn
 
-from .backend import BACKENDS
-from .neuron import NeuronParams
-from .ops.lif import lif
-from .surrogate import Surrogate, get_surrogate
+from ..backend import BACKENDS
+from ..ops.lif_op import lif
+from ..params import NeuronParams
+from ..surrogate import Surrogate, get_surrogate
 
 STEP_MODES = ("m", "s")
 

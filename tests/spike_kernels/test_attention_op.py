@@ -21,7 +21,7 @@ from test_attention_common import (
 
 import spike_kernels
 from spike_kernels import SpikingAttention, attention_map, spiking_attention, spiking_attention_ref
-from spike_kernels.ops.attention import (
+from spike_kernels.ops.attention_op import (
     attention_backward_op,
     attention_forward_op,
     choose_order,

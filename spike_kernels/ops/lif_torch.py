@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..neuron import NeuronParams, threshold_bracket
+from ..params import NeuronParams, threshold_bracket
 from ..surrogate import surrogate_grad
 
 Scalar = float | torch.Tensor  # a Python float or a 0-d tensor

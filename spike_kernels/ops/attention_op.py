@@ -4,7 +4,7 @@ Two ``torch.library`` custom ops, ``spike_kernels::attention_forward`` and
 ``spike_kernels::attention_backward``, each with a fake (meta) implementation, joined by
 ``register_autograd`` (so ``torch.compile(fullgraph=True)`` traces through them). Each op
 dispatches to the Triton kernels (:mod:`.attention_triton`) or the PyTorch path
-(:mod:`.attention_cpu`); :mod:`.attention_ref` is the unfused reference.
+(:mod:`.attention_torch`); :mod:`.attention_ref` is the unfused reference.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 
 from ..backend import resolve_backend
-from ..neuron import NeuronParams, _check_real
+from ..params import NeuronParams, _check_real
 from ..surrogate import Surrogate, get_surrogate
-from . import attention_cpu
+from . import attention_torch
 from .attention_ref import attention_map_ref
-from .lif import check_tensor
-from .lif_cpu import compute_dtype
+from .lif_op import check_tensor
+from .lif_torch import compute_dtype
 
 ORDERS = ("auto", "qk_v", "q_kv")
 OUT_LAYOUTS = ("bhld", "blhd")
@@ -58,7 +58,7 @@ def attention_forward_op(
     if use_triton:
         from .attention_triton import attention_forward_triton as forward
     else:
-        forward = attention_cpu.attention_forward_torch
+        forward = attention_torch.attention_forward_torch
     return forward(q, k, v, key_mask, p, scale, causal, kv_order, not recompute, out_blhd)
 
 
@@ -101,7 +101,7 @@ def attention_backward_op(
     if use_triton:
         from .attention_triton import attention_backward_triton as backward
     else:
-        backward = attention_cpu.attention_backward_torch
+        backward = attention_torch.attention_backward_torch
     return backward(grad_s, q, k, v, key_mask, saved_h, p, scale, causal, kv_order, recompute,
                     out_blhd)
 
