@@ -103,14 +103,18 @@ def lif_forward_triton(
     p: NeuronParams,
     save_h: bool,
     want_v_seq: bool,
+    spike_dtype: torch.dtype | None = None,
     *,
     store_spikes: bool = True,
     h_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``(spikes, v_last, h_seq or empty, v_seq or empty)`` computed by one kernel."""
+    if p.snntorch:
+        raise NotImplementedError("convention='snntorch' is not in the Triton kernels yet")
     x = x.contiguous()
     T, n = x.shape[0], x[0].numel() if x.shape[0] else x.shape[1:].numel()
-    s = torch.empty_like(x) if store_spikes else x.new_empty(0)
+    s = torch.empty(x.shape, dtype=spike_dtype or x.dtype, device=x.device) if store_spikes \
+        else x.new_empty(0)
     h_seq = torch.empty(x.shape, dtype=h_dtype or x.dtype, device=x.device) if save_h \
         else x.new_empty(0)
     v_seq = torch.empty_like(x) if want_v_seq else x.new_empty(0)
@@ -134,16 +138,19 @@ def lif_backward_triton(
     grad_s: torch.Tensor,
     grad_v_last: torch.Tensor | None,
     grad_v_seq: torch.Tensor | None,
-    h_seq: torch.Tensor,
+    saved: torch.Tensor,
+    v_init: torch.Tensor | None,
     p: NeuronParams,
-    v_dtype: torch.dtype,
+    recompute: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(grad_x, grad_v_init)`` by one reverse-time kernel over the saved ``h_seq``."""
+    h_seq = recompute_h_triton(saved, v_init, p) if recompute else saved
+    v_dtype = saved.dtype
     T = h_seq.shape[0]
     shape = h_seq.shape[1:]
     n = shape.numel()
     grad_s = grad_s.contiguous()
-    grad_x = torch.empty(h_seq.shape, dtype=grad_s.dtype, device=h_seq.device)
+    grad_x = torch.empty(h_seq.shape, dtype=v_dtype, device=h_seq.device)
     grad_v_init = torch.empty(shape, dtype=v_dtype, device=h_seq.device)
     if n == 0:
         return grad_x, grad_v_init
