@@ -61,6 +61,23 @@ def _params(n: _Neuron) -> NeuronParams:
                         get_surrogate(n.surrogate, n.alpha), n.convention, n.beta)
 
 
+@functools.lru_cache(maxsize=256, typed=True)
+def _make_params(**kwargs) -> NeuronParams:
+    return NeuronParams.make(**kwargs)
+
+
+def make_params(**kwargs) -> NeuronParams:
+    """:meth:`NeuronParams.make`, cached per distinct (typed) arguments: validation runs once
+    per neuron configuration, not on every call of the op. Only immutable surrogates (a name
+    or a :class:`Surrogate`) are cached: another object could change its alpha later."""
+    if not isinstance(kwargs.get("surrogate"), str | Surrogate):
+        return NeuronParams.make(**kwargs)
+    try:
+        return _make_params(**kwargs)
+    except TypeError:  # an unhashable argument: let the validation name it
+        return NeuronParams.make(**kwargs)
+
+
 @functools.cache
 def _torch_path_has_flags() -> bool:
     """Whether :mod:`.lif_torch` takes ``spike_dtype`` and the snnTorch convention yet
@@ -266,9 +283,9 @@ def lif(
     """
     x = check_tensor(x)
     v_init = _check_v_init(v_init, x)
-    p = NeuronParams.make(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
-                          v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
-                          alpha=alpha, convention=convention, beta=beta)
+    p = make_params(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
+                    v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
+                    alpha=alpha, convention=convention, beta=beta)
     spike_dtype = check_float_dtype("spike_dtype", spike_dtype) or x.dtype
     use_triton = resolve_backend(backend, x.device) == "triton"
     # Where no gradient can flow (inference, no_grad), save nothing: H would never be read.
