@@ -158,6 +158,19 @@ def _backward_loop(gs, gv, gvs, h, r0, c: tuple, t0: int, t1: int, snntorch: boo
     return torch.stack(gxs), gv
 
 
+def _recompute_backward_loop(gs, gv, gvs, x, v, r0, c: tuple, T: int, snntorch: bool,
+                             decay_input: bool, hard_reset: bool, detach_reset: bool,
+                             surrogate: str, gx_dtype: torch.dtype):
+    """The backward of all T steps with H recomputed from ``x`` and the initial state ``v``
+    in the same graph: H never leaves the kernel (reads x and dL/dS, writes dL/dX)."""
+    hs = []
+    for t in range(T):
+        _, h, v = _step(v, x[t].to(v.dtype), c, snntorch, decay_input, hard_reset)
+        hs.append(h)
+    return _backward_loop(gs, gv, gvs, hs, r0, c, 0, T, snntorch, decay_input, hard_reset,
+                          detach_reset, surrogate, gx_dtype)
+
+
 def _compile_enabled() -> bool:
     return os.environ.get("SPIKE_KERNELS_CPU_COMPILE", "1") not in ("0", "")
 
@@ -321,27 +334,56 @@ def lif_backward_torch(
     """Return ``(grad_x, grad_v_init)``, both in ``v_dtype``, from the saved (or recomputed)
     ``h_seq``. ``grad_s`` may come in another dtype (the spikes'). ``v_init`` is needed by
     the snnTorch zero reset (the reset of step 0 is ``v_init > V_th``)."""
-    T, shape = h_seq.shape[0], h_seq.shape[1:]
+    return _backward(grad_s, grad_v_last, grad_v_seq, h_seq, None, v_init, p, v_dtype)
+
+
+@torch.no_grad()
+def lif_backward_recompute_torch(
+    grad_s: torch.Tensor,
+    grad_v_last: torch.Tensor | None,
+    grad_v_seq: torch.Tensor | None,
+    x: torch.Tensor,
+    v_init: torch.Tensor | None,
+    p: NeuronParams,
+    v_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lif_backward_torch`` for ``recompute=True``: H is recomputed from ``x`` inside the
+    backward's own graph, never stored (bit-identical to ``recompute_h_torch`` followed by
+    ``lif_backward_torch``, which is what runs for T above MAX_UNROLL)."""
+    if x.shape[0] > MAX_UNROLL:
+        h_seq = recompute_h_torch(x, v_init, p)
+        return _backward(grad_s, grad_v_last, grad_v_seq, h_seq, None, v_init, p, v_dtype)
+    return _backward(grad_s, grad_v_last, grad_v_seq, None, x, v_init, p, v_dtype)
+
+
+def _backward(grad_s, grad_v_last, grad_v_seq, h_seq, x, v_init, p: NeuronParams, v_dtype):
+    """The backward from the saved ``h_seq``, or (``h_seq`` None) from ``x`` recomputed."""
+    src = x if h_seq is None else h_seq
+    T, shape = src.shape[0], src.shape[1:]
     n = shape.numel()
-    cdt = compute_dtype(h_seq.dtype)
-    gv = _mark(_initial(grad_v_last, 0.0, n, cdt, h_seq.device), 0)
+    cdt = compute_dtype(src.dtype)
+    gv = _mark(_initial(grad_v_last, 0.0, n, cdt, src.device), 0)
     r0 = None
     if p.snntorch and p.hard_reset and v_init is not None:
         r0 = _mark(v_init.reshape(-1).to(cdt) > p.v_threshold, 0)
-    c = _constants(p, cdt, None, h_seq.device)
-    gs, gvs, hf = (_flat(a, T, n) for a in (grad_s, grad_v_seq, h_seq))
+    c = _constants(p, cdt, None, src.device)
+    gs, gvs, srcf = (_flat(a, T, n) for a in (grad_s, grad_v_seq, src))
     flags = (p.snntorch, p.decay_input, p.hard_reset, p.detach_reset, p.surrogate.name, v_dtype)
+    key = (src.dtype, grad_s.dtype, None if gvs is None else gvs.dtype, r0 is not None)
     parts = []
-    for t0, t1 in reversed(_chunks(T)) if T and n else []:
-        key = ("bwd", h_seq.dtype, grad_s.dtype, None if gvs is None else gvs.dtype,
-               r0 is not None, t0, t1, *flags)
-        fn = _loop_function(_backward_loop, key)
-        gx, gv = fn(gs, gv, gvs, hf, r0, c, t0, t1, *flags)
+    if T and n and h_seq is None:
+        v = _mark(_initial(v_init, p.v_init, n, cdt, src.device), 0)
+        fn = _loop_function(_recompute_backward_loop, ("rc-bwd", *key, T, *flags))
+        gx, gv = fn(gs, gv, gvs, srcf, v, r0, c, T, *flags)
+        parts.append(gx)
+    for t0, t1 in reversed(_chunks(T)) if T and n and h_seq is not None else []:
+        fn = _loop_function(_backward_loop, ("bwd", *key, t0, t1, *flags))
+        gx, gv = fn(gs, gv, gvs, srcf, r0, c, t0, t1, *flags)
         parts.append(gx)
     if not parts:
-        grad_x = torch.empty(h_seq.shape, dtype=v_dtype, device=h_seq.device)
+        grad_x = torch.empty(src.shape, dtype=v_dtype, device=src.device)
     else:
-        grad_x = (parts[0] if len(parts) == 1 else torch.cat(parts[::-1])).view(h_seq.shape)
+        grad_x = (parts[0] if len(parts) == 1 else torch.cat(parts[::-1])).view(src.shape)
     return grad_x, gv.reshape(shape).to(v_dtype)
 
 

@@ -170,6 +170,30 @@ def test_chunked_time_loop(monkeypatch, conv):
                     grad_tol=1e-5, ctx=f"chunks rc={recompute}")
 
 
+def backward_both_ways(p: NeuronParams, T: int, shape, seed: int):
+    """(grad_x, grad_v_init) by lif_backward_recompute_torch and by recompute_h_torch +
+    lif_backward_torch, from spikes of another dtype and all three upstream gradients."""
+    x, v0, ups = case(T, shape, seed=seed, scale=1.5, shift=0.6)
+    gs = ups[0].to(torch.bfloat16)
+    fused = lif_torch.lif_backward_recompute_torch(gs, ups[1], ups[2], x, v0, p, x.dtype)
+    h = lif_torch.recompute_h_torch(x, v0, p)
+    split = lif_torch.lif_backward_torch(gs, ups[1], ups[2], h, p, x.dtype, v_init=v0)
+    return fused, split
+
+
+@pytest.mark.parametrize("conv", ("spikingjelly", "snntorch"))
+def test_recompute_backward_in_one_graph(monkeypatch, conv):
+    """The backward that recomputes H in its own graph equals recomputing H first, bit for
+    bit, also where T is above MAX_UNROLL (which takes the second way)."""
+    p = snn_params("zero") if conv == "snntorch" else NeuronParams.make(v_reset=0.0)
+    for T in (6, 2):
+        fused, split = backward_both_ways(p, T, (5, 9), seed=T)
+        assert all(torch.equal(a, b) for a, b in zip(fused, split, strict=True))
+    monkeypatch.setattr(lif_torch, "MAX_UNROLL", 4)
+    fused, split = backward_both_ways(p, 6, (5, 9), seed=6)
+    assert all(torch.equal(a, b) for a, b in zip(fused, split, strict=True))
+
+
 def test_empty_inputs():
     """No time steps or no neurons: empty spikes, v_last = v_init (or its default)."""
     for p in (NeuronParams.make(v_reset=-0.5), snn_params("subtract")):
@@ -227,6 +251,9 @@ def test_compiled_matches_eager_and_reference(monkeypatch, conv):
     eager = run(ours(params[0]), x, v0, ups)
     assert_same(compiled, eager, grad_tol=1e-6, ctx="compiled vs eager")
     assert_same(compiled, run(ref(params[0]), x, v0, ups), grad_tol=1e-5, ctx="vs lif_ref")
+    monkeypatch.setenv("SPIKE_KERNELS_CPU_COMPILE", "1")
+    fused, split = backward_both_ways(params[0], 5, (3, 7), seed=9)
+    assert all(torch.equal(a, b) for a, b in zip(fused, split, strict=True))
     monkeypatch.setenv("SPIKE_KERNELS_CPU_COMPILE", "1")
     graphs = _graphs()
     for p in params:
