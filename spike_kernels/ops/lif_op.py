@@ -10,7 +10,6 @@ same :class:`~spike_kernels.params.NeuronParams`.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import NamedTuple
 
 import torch
@@ -78,24 +77,6 @@ def make_params(**kwargs) -> NeuronParams:
         return NeuronParams.make(**kwargs)
 
 
-@functools.cache
-def _torch_path_has_flags() -> bool:
-    """Whether :mod:`.lif_torch` takes ``spike_dtype`` and the snnTorch convention yet
-    (helper lifcpu's side of the contract; until then those flags raise on that path)."""
-    return "spike_dtype" in inspect.signature(lif_torch.lif_forward_torch).parameters
-
-
-def _check_torch_path(p: NeuronParams, x: torch.Tensor, spike_dtype: torch.dtype) -> None:
-    if _torch_path_has_flags():
-        return
-    if p.snntorch or spike_dtype != x.dtype:
-        raise NotImplementedError(
-            "the PyTorch path of lif does not implement convention='snntorch' or a "
-            "spike_dtype other than x's dtype yet; use backend='triton' (CUDA, or "
-            "TRITON_INTERPRET=1) or spike_kernels.lif_ref"
-        )
-
-
 @torch.library.custom_op("spike_kernels::lif_forward", mutates_args=())
 def lif_forward_op(
     x: torch.Tensor,
@@ -121,10 +102,7 @@ def lif_forward_op(
         from .lif_triton import lif_forward_triton
 
         return lif_forward_triton(x, v_init, p, not recompute, want_v_seq, spike_dtype)
-    _check_torch_path(p, x, spike_dtype)
-    if _torch_path_has_flags():
-        return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq, spike_dtype)
-    return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq)
+    return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq, spike_dtype)
 
 
 @lif_forward_op.register_fake
@@ -165,13 +143,11 @@ def lif_backward_op(
         from .lif_triton import lif_backward_triton
 
         return lif_backward_triton(grad_s, grad_v_last, grad_v_seq, saved, v_init, p, recompute)
-    h_seq = lif_torch.recompute_h_torch(saved, v_init, p) if recompute else saved
-    if _torch_path_has_flags():
-        return lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, h_seq, p,
-                                            saved.dtype, v_init=v_init)
-    grad_x, grad_v_init = lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, h_seq,
-                                                       p, saved.dtype)
-    return grad_x.to(saved.dtype), grad_v_init
+    if recompute:
+        return lif_torch.lif_backward_recompute_torch(grad_s, grad_v_last, grad_v_seq, saved,
+                                                      v_init, p, saved.dtype)
+    return lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, saved, p, saved.dtype,
+                                        v_init=v_init)
 
 
 @lif_backward_op.register_fake
