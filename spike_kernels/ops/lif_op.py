@@ -77,6 +77,14 @@ def make_params(**kwargs) -> NeuronParams:
         return NeuronParams.make(**kwargs)
 
 
+@functools.cache
+def _triton():
+    """:mod:`.lif_triton`, imported on first use (the PyTorch path needs no Triton)."""
+    from . import lif_triton
+
+    return lif_triton
+
+
 @torch.library.custom_op("spike_kernels::lif_forward", mutates_args=())
 def lif_forward_op(
     x: torch.Tensor,
@@ -99,9 +107,7 @@ def lif_forward_op(
     p = _params(_Neuron(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
                         convention, beta))
     if use_triton:
-        from .lif_triton import lif_forward_triton
-
-        return lif_forward_triton(x, v_init, p, not recompute, want_v_seq, spike_dtype)
+        return _triton().lif_forward_triton(x, v_init, p, not recompute, want_v_seq, spike_dtype)
     return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq, spike_dtype)
 
 
@@ -140,9 +146,8 @@ def lif_backward_op(
     p = _params(_Neuron(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
                         convention, beta))
     if use_triton:
-        from .lif_triton import lif_backward_triton
-
-        return lif_backward_triton(grad_s, grad_v_last, grad_v_seq, saved, v_init, p, recompute)
+        return _triton().lif_backward_triton(grad_s, grad_v_last, grad_v_seq, saved, v_init, p,
+                                             recompute)
     if recompute:
         return lif_torch.lif_backward_recompute_torch(grad_s, grad_v_last, grad_v_seq, saved,
                                                       v_init, p, saved.dtype)

@@ -147,6 +147,12 @@ def _lif_backward_kernel(
     tl.store(grad_v_init_ptr + offs, grad_v.to(grad_v_init_ptr.dtype.element_ty), mask=mask)
 
 
+def _blocks(n: int) -> int:
+    """Programs for ``n`` neurons (plain integer math: ``triton.cdiv`` costs microseconds of
+    host time per call)."""
+    return -(-n // BLOCK)
+
+
 def _launch_constants(p: NeuronParams, h_dtype: torch.dtype, narrow: bool) -> tuple:
     """``(h_below, h_above)`` of the saved H, or zeros where H is not narrowed."""
     if not narrow:
@@ -174,7 +180,7 @@ def lif_forward_triton(
         return s, v_last, h_seq, v_seq
     narrow_h = save_h and x.element_size() < 4
     h_below, h_above = _launch_constants(p, x.dtype, narrow_h)
-    _lif_forward_kernel[(triton.cdiv(n, BLOCK),)](
+    _lif_forward_kernel[(_blocks(n),)](
         x, v_last if v_init is None else v_init.contiguous(), s, h_seq, v_seq, v_last,
         T, n, p.tau, p.decay, p.v_threshold, p.charge_reset, p.v_init, h_below, h_above,
         HAS_V_INIT=v_init is not None, STORE_H=save_h, NARROW_H=narrow_h,
@@ -205,7 +211,7 @@ def lif_backward_triton(
     narrow_h = recompute and saved.element_size() < 4
     h_below, h_above = _launch_constants(p, saved.dtype, narrow_h)
     v0 = grad_v_init if v_init is None else v_init.contiguous()
-    _lif_backward_kernel[(triton.cdiv(n, BLOCK),)](
+    _lif_backward_kernel[(_blocks(n),)](
         grad_s.contiguous(), grad_x if recompute else saved, saved, v0,
         grad_x if grad_v_seq is None else grad_v_seq.contiguous(),
         grad_v_init if grad_v_last is None else grad_v_last.contiguous(),

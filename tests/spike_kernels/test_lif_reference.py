@@ -360,3 +360,19 @@ def test_threshold_bracket_matches_torch_rounding(dtype):
             fires_at_r = r.float() > th or (r.float() == th and not strict)
             want = (down, r.item()) if fires_at_r else (r.item(), up)
             assert threshold_bracket(v_th, dtype, strict) == want, (v_th, dtype, strict)
+
+
+@pytest.mark.parametrize("recompute", (False, True))
+def test_lif_custom_ops_pass_opcheck(recompute):
+    """torch.library.opcheck of spike_kernels::lif_forward (schema, fake implementation with
+    spike_dtype, autograd registration) for both conventions on the PyTorch path."""
+    from spike_kernels.ops.lif_op import _Neuron, lif_forward_op
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(3, 2, 5, generator=g) + 0.6).requires_grad_()
+    v0 = torch.randn(2, 5, generator=g).requires_grad_()
+    for p in (NeuronParams.make(tau=2.5, v_reset=None),
+              NeuronParams.make(convention="snntorch", beta=0.8, v_reset=0.0)):
+        for spike_dtype in (torch.float32, torch.bfloat16):
+            args = (x, v0, *_Neuron.of(p), spike_dtype, recompute, True, False)
+            torch.library.opcheck(lif_forward_op, args)
