@@ -244,10 +244,10 @@ def lif(
         v_init: membrane before step 0 (``x.shape[1:]``, x's dtype); default ``v_reset``
             (0 for the soft reset and for snnTorch). Gradients flow into it.
         decay_input / detach_reset: default to the convention's (True/False for SpikingJelly;
-            snnTorch has only False/True).
+            snnTorch has only False/True). ``detach_reset`` detaches S in the reset term
+            (gradients flow through the charge only).
         surrogate: backward of the spike, by name or :class:`~spike_kernels.surrogate.Surrogate`;
             ``alpha`` overrides its sharpness.
-        detach_reset: detach S in the reset term (gradients flow through the charge only).
         beta: snnTorch's decay in [0, 1] (``convention="snntorch"`` only; tau stays unset).
         spike_dtype: dtype of the returned spikes (default x's; 0/1 are exact in any float
             type), e.g. bfloat16 spikes from an fp32 membrane for the next matmul.
@@ -277,6 +277,6 @@ def lif(
         check_bool("recompute", recompute) or not needs_grad,
         check_bool("return_v_seq", return_v_seq), use_triton,
     )
-    if not (return_v or return_v_seq):
+    if not (check_bool("return_v", return_v) or return_v_seq):
         return s
     return (s,) + ((v_last,) if return_v else ()) + ((v_seq,) if return_v_seq else ())
