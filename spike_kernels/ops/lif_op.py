@@ -53,6 +53,12 @@ class _Forward(NamedTuple):
     use_triton: bool
 
 
+def _forward_config(args: tuple) -> _Forward:
+    """``lif_forward``'s arguments after (x, v_init), by name."""
+    k = len(_Neuron._fields)
+    return _Forward(_Neuron(*args[:k]), *args[k:])
+
+
 @functools.lru_cache(maxsize=256)
 def _params(n: _Neuron) -> NeuronParams:
     """NeuronParams from the ops' scalar arguments (validated once per distinct neuron)."""
@@ -113,7 +119,7 @@ def lif_forward_op(
 
 @lif_forward_op.register_fake
 def _(x, v_init, *args):
-    cfg = _Forward(_Neuron(*args[:9]), *args[9:])
+    cfg = _forward_config(args)
     # contiguous, as both implementations allocate them (empty_like would keep x's strides)
     return (
         x.new_empty(x.shape, dtype=cfg.spike_dtype),
@@ -162,7 +168,7 @@ def _(grad_s, grad_v_last, grad_v_seq, saved, *args):
 
 def _setup_context(ctx, inputs, output):
     x, v_init, *args = inputs
-    cfg = _Forward(_Neuron(*args[:9]), *args[9:])
+    cfg = _forward_config(args)
     ctx.cfg = cfg
     ctx.has_v_init = v_init is not None
     ctx.save_for_backward(x if cfg.recompute else output[2], v_init)
