@@ -3,6 +3,7 @@
 >>> from spike_kernels import LIF, lif, reset_net
 """
 
+from .interop.spikingjelly import replace_neurons
 from .modules import LIF, SpikingAttention, reset_net
 from .ops.attention_op import attention_map, spiking_attention
 from .ops.attention_ref import spiking_attention_ref
@@ -42,6 +43,7 @@ __all__ = [
     "get_surrogate",
     "lif",
     "lif_ref",
+    "replace_neurons",
     "reset_net",
     "spike",
     "spiking_attention",

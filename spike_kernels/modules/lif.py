@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -10,17 +11,34 @@ from torch import nn
 from ..backend import BACKENDS
 from ..ops.lif_op import lif
 from ..params import NeuronParams
-from ..surrogate import Surrogate, get_surrogate
+from ..surrogate import Surrogate
 
-STEP_MODES = ("m", "s")
+STEP_MODES = ("s", "m")
+# Attributes backed by properties: assigned through them even when the value is an
+# nn.Module (a SpikingJelly surrogate), which nn.Module.__setattr__ would register instead.
+_LIVE = frozenset({"tau", "decay_input", "v_threshold", "v_reset", "detach_reset",
+                   "surrogate_function", "step_mode", "store_v_seq"})
+
+
+def _check_step_mode(step_mode: object) -> str:
+    if step_mode not in STEP_MODES:
+        raise ValueError(f"step_mode must be 'm' (multi-step) or 's' (single-step), "
+                         f"got {step_mode!r}")
+    return step_mode
 
 
 class LIF(nn.Module):
-    """Leaky integrate-and-fire neuron with SpikingJelly ``LIFNode``'s constructor.
+    """Leaky integrate-and-fire neuron with SpikingJelly ``LIFNode``'s constructor and
+    attributes (equations: :func:`spike_kernels.lif`).
 
     ``step_mode="m"`` takes ``[T, B, ...]`` and runs the whole time loop in one fused op;
     ``step_mode="s"`` takes ``[B, ...]``, one step per call. The membrane ``v`` carries over
-    between calls until :meth:`reset` (or :func:`reset_net`). Equations: :func:`spike_kernels.lif`.
+    between calls until :meth:`reset` (or :func:`reset_net`, or SpikingJelly's
+    ``functional.reset_net``); :meth:`detach` cuts its graph (``functional.detach_net``).
+    ``tau, decay_input, v_threshold, v_reset, detach_reset, surrogate_function, step_mode`` are
+    live attributes: setting one (validated) changes the next step. ``surrogate_function``
+    takes a name, a :class:`~spike_kernels.surrogate.Surrogate` or SpikingJelly's objects
+    (``surrogate.ATan(alpha=3.0)``).
     """
 
     def __init__(
@@ -29,7 +47,7 @@ class LIF(nn.Module):
         decay_input: bool = True,
         v_threshold: float = 1.0,
         v_reset: float | None = 0.0,
-        surrogate_function: str | Surrogate = "sigmoid",
+        surrogate_function: object = "sigmoid",
         detach_reset: bool = False,
         step_mode: str = "s",
         backend: str = "auto",
@@ -37,19 +55,67 @@ class LIF(nn.Module):
         recompute: bool = False,
     ) -> None:
         super().__init__()
-        if step_mode not in STEP_MODES:
-            raise ValueError(f"step_mode must be 'm' (multi-step) or 's' (single-step), "
-                             f"got {step_mode!r}")
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         self.params = NeuronParams(tau, decay_input, v_threshold, v_reset, detach_reset,
-                                   get_surrogate(surrogate_function))
+                                   _surrogate(surrogate_function))
         self.step_mode = step_mode
         self.backend = backend
-        self.store_v_seq = store_v_seq
         self.recompute = recompute
         self.v: torch.Tensor | None = None
-        self.v_seq: torch.Tensor | None = None
+        self.store_v_seq = store_v_seq  # also sets v_seq = None
+
+    # ---------------------------------------------------------------- live attributes
+
+    def _set(self, **change) -> None:
+        self.params = dataclasses.replace(self.params, **change)  # validated again
+
+    tau = property(lambda self: self.params.tau, lambda self, v: self._set(tau=v),
+                   doc="Membrane time constant (> 1).")
+    decay_input = property(lambda self: self.params.decay_input,
+                           lambda self, v: self._set(decay_input=v))
+    v_threshold = property(lambda self: self.params.v_threshold,
+                           lambda self, v: self._set(v_threshold=v))
+    v_reset = property(lambda self: self.params.v_reset, lambda self, v: self._set(v_reset=v),
+                       doc="Hard-reset potential; None selects the soft (subtractive) reset.")
+    detach_reset = property(lambda self: self.params.detach_reset,
+                            lambda self, v: self._set(detach_reset=v))
+    surrogate_function = property(
+        lambda self: self.params.surrogate,
+        lambda self, v: self._set(surrogate=_surrogate(v)),
+        doc="The surrogate (callable like SpikingJelly's: Heaviside forward, g' backward).")
+
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, value: str) -> None:
+        self._step_mode = _check_step_mode(value)
+
+    @property
+    def store_v_seq(self) -> bool:
+        """Keep the membrane after every step in ``v_seq`` ``[T, ...]``: the last call's in
+        ``'m'`` mode, every step since :meth:`reset` in ``'s'`` mode (as ``LIFNode``)."""
+        return self._store_v_seq
+
+    @store_v_seq.setter
+    def store_v_seq(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"store_v_seq must be a bool, got {type(value).__name__}")
+        self._store_v_seq = value
+        self.v_seq = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _LIVE:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def supported_step_mode(self) -> tuple[str, ...]:
+        return STEP_MODES
+
+    # ---------------------------------------------------------------- constructors
 
     @classmethod
     def from_beta(
@@ -57,15 +123,17 @@ class LIF(nn.Module):
         beta: float,
         threshold: float = 1.0,
         reset_mechanism: str = "subtract",
-        surrogate_function: str | Surrogate = "atan",
+        surrogate_function: object = "atan",
         **kwargs,
     ) -> LIF:
-        """An snnTorch ``Leaky(beta, threshold, reset_mechanism)`` neuron.
+        """The LIF of snnTorch's ``Leaky(beta, threshold, reset_mechanism)`` in SpikingJelly's
+        convention: ``U[t] = beta U[t-1] + X[t]``, reset in the step that fired.
 
-        ``U[t] = beta U[t-1] + X[t] - reset``: here ``tau = 1 / (1 - beta)``,
-        ``decay_input=False``, ``detach_reset=True``. Two differences remain: snnTorch fires on
-        ``U > threshold`` (we fire on ``>=``), and it subtracts the reset one step late (at
-        the next step's update) while we reset in the step that fired.
+        ``tau = 1 / (1 - beta)``, ``decay_input=False``, ``detach_reset=True``,
+        ``step_mode='s'`` (snnTorch's per-step loop); keyword arguments override any of these.
+        Two differences from snnTorch remain: this fires on ``U >= threshold`` (snnTorch on
+        ``>``) and resets in the step that fired (snnTorch subtracts at the next step). For
+        snnTorch's exact dynamics use :class:`spike_kernels.Leaky`.
         """
         if isinstance(beta, bool) or not isinstance(beta, int | float):
             raise TypeError(f"beta must be a float, got {type(beta).__name__}")
@@ -75,19 +143,42 @@ class LIF(nn.Module):
         if reset_mechanism not in resets:
             raise ValueError(f"reset_mechanism must be 'subtract' or 'zero', "
                              f"got {reset_mechanism!r}")
-        kwargs.setdefault("step_mode", "m")
-        return cls(tau=1.0 / (1.0 - beta), decay_input=False, v_threshold=threshold,
-                   v_reset=resets[reset_mechanism], surrogate_function=surrogate_function,
-                   detach_reset=True, **kwargs)
+        settings = dict(tau=1.0 / (1.0 - beta), decay_input=False, v_threshold=threshold,
+                        v_reset=resets[reset_mechanism], surrogate_function=surrogate_function,
+                        detach_reset=True, step_mode="s")
+        settings.update(kwargs)
+        return cls(**settings)
+
+    @classmethod
+    def from_spikingjelly(cls, node: nn.Module, *, backend: str = "auto",
+                          recompute: bool = False) -> LIF:
+        """This neuron with a SpikingJelly ``LIFNode``'s parameters, step mode and state."""
+        from ..interop.spikingjelly import from_spikingjelly
+
+        return from_spikingjelly(node, backend=backend, recompute=recompute, cls=cls)
+
+    # ---------------------------------------------------------------- state
 
     def reset(self) -> None:
-        """Forget the membrane potential (back to ``v_reset``)."""
+        """Forget the membrane potential (back to ``v_reset``) and ``v_seq``."""
         self.v = None
         self.v_seq = None
 
+    def detach(self) -> None:
+        """Cut the state from the graph of earlier steps (truncated BPTT)."""
+        if self.v is not None:
+            self.v = self.v.detach()
+        if self.v_seq is not None:
+            self.v_seq = self.v_seq.detach()
+
+    # ---------------------------------------------------------------- forward
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params
-        if self.step_mode == "s":
+        single = self.step_mode == "s"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"LIF expects a torch.Tensor, got {type(x).__name__}")
+        if single:
             x = x.unsqueeze(0)
         v_init = self.v
         if v_init is not None and (v_init.shape != x.shape[1:] or v_init.dtype != x.dtype):
@@ -103,8 +194,10 @@ class LIF(nn.Module):
         )
         s, self.v = out[0], out[1]
         if self.store_v_seq:
-            self.v_seq = out[2] if self.step_mode == "m" else out[2][0]
-        return s[0] if self.step_mode == "s" else s
+            # 's' mode appends each step until reset(), as LIFNode does
+            keep = single and self.v_seq is not None and self.v_seq.shape[1:] == out[2].shape[1:]
+            self.v_seq = torch.cat((self.v_seq, out[2])) if keep else out[2]
+        return s[0] if single else s
 
     def extra_repr(self) -> str:
         p = self.params
@@ -114,6 +207,12 @@ class LIF(nn.Module):
             f"detach_reset={p.detach_reset}, step_mode={self.step_mode!r}, "
             f"backend={self.backend!r}, recompute={self.recompute}"
         )
+
+
+def _surrogate(surrogate: object) -> Surrogate:
+    from ..interop import to_surrogate
+
+    return to_surrogate(surrogate)
 
 
 def reset_net(net: nn.Module) -> None:
