@@ -17,7 +17,7 @@ STEP_MODES = ("s", "m")
 # Attributes backed by properties: assigned through them even when the value is an
 # nn.Module (a SpikingJelly surrogate), which nn.Module.__setattr__ would register instead.
 _LIVE = frozenset({"tau", "decay_input", "v_threshold", "v_reset", "detach_reset",
-                   "surrogate_function", "step_mode", "store_v_seq"})
+                   "surrogate_function", "beta", "step_mode", "store_v_seq"})
 
 
 def _check_step_mode(step_mode: object) -> str:
@@ -39,29 +39,43 @@ class LIF(nn.Module):
     live attributes: setting one (validated) changes the next step. ``surrogate_function``
     takes a name, a :class:`~spike_kernels.surrogate.Surrogate` or SpikingJelly's objects
     (``surrogate.ATan(alpha=3.0)``).
+
+    ``convention="snntorch"`` with ``beta`` gives snnTorch ``Leaky``'s exact dynamics (see
+    :meth:`from_beta`; ``v`` is then snnTorch's ``mem``). ``spike_dtype`` sets the dtype of
+    the spikes (default the input's); the membrane stays fp32 (fp64 for fp64 inputs).
     """
 
     def __init__(
         self,
         tau: float = 2.0,
-        decay_input: bool = True,
+        decay_input: bool | None = None,
         v_threshold: float = 1.0,
         v_reset: float | None = 0.0,
         surrogate_function: object = "sigmoid",
-        detach_reset: bool = False,
+        detach_reset: bool | None = None,
         step_mode: str = "s",
         backend: str = "auto",
         store_v_seq: bool = False,
         recompute: bool = False,
+        *,
+        convention: str = "spikingjelly",
+        beta: float | None = None,
+        spike_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        if spike_dtype is not None and not (isinstance(spike_dtype, torch.dtype)
+                                            and spike_dtype.is_floating_point):
+            raise TypeError(f"spike_dtype must be a floating torch.dtype or None, "
+                            f"got {spike_dtype!r}")
+        # decay_input / detach_reset None: the convention's own (LIFNode's True / False)
         self.params = NeuronParams(tau, decay_input, v_threshold, v_reset, detach_reset,
-                                   _surrogate(surrogate_function))
+                                   _surrogate(surrogate_function), convention, beta)
         self.step_mode = step_mode
         self.backend = backend
         self.recompute = recompute
+        self.spike_dtype = spike_dtype
         self.v: torch.Tensor | None = None
         self.store_v_seq = store_v_seq  # also sets v_seq = None
 
@@ -84,6 +98,12 @@ class LIF(nn.Module):
         lambda self: self.params.surrogate,
         lambda self, v: self._set(surrogate=_surrogate(v)),
         doc="The surrogate (callable like SpikingJelly's: Heaviside forward, g' backward).")
+    beta = property(lambda self: self.params.beta, lambda self, v: self._set(beta=v),
+                    doc="snnTorch's decay (convention='snntorch' only).")
+
+    @property
+    def convention(self) -> str:
+        return self.params.convention
 
     @property
     def step_mode(self) -> str:
@@ -126,28 +146,35 @@ class LIF(nn.Module):
         surrogate_function: object = "atan",
         **kwargs,
     ) -> LIF:
-        """The LIF of snnTorch's ``Leaky(beta, threshold, reset_mechanism)`` in SpikingJelly's
-        convention: ``U[t] = beta U[t-1] + X[t]``, reset in the step that fired.
+        """snnTorch's ``Leaky(beta, threshold, reset_mechanism)`` (``reset_delay=True``, its
+        default), exactly: ``convention="snntorch"``, fires on ``U > threshold``, the reset
+        (detached) lands at the next step; ``v`` is snnTorch's ``mem``.
 
-        ``tau = 1 / (1 - beta)``, ``decay_input=False``, ``detach_reset=True``,
-        ``step_mode='s'`` (snnTorch's per-step loop); keyword arguments override any of these.
-        Two differences from snnTorch remain: this fires on ``U >= threshold`` (snnTorch on
-        ``>``) and resets in the step that fired (snnTorch subtracts at the next step). For
-        snnTorch's exact dynamics use :class:`spike_kernels.Leaky`.
+        Single-step (``step_mode="s"``, snnTorch's per-step loop) unless ``step_mode="m"``
+        is passed; other keyword arguments (``backend``, ``store_v_seq``, ``spike_dtype``,
+        ...) pass through. ``beta`` is used as given (snnTorch rounds it to fp32 first;
+        :class:`spike_kernels.Leaky` does too). For ``reset_delay=False``, or a reset that is
+        not detached, use SpikingJelly's convention: ``LIF(tau=1/(1-beta), decay_input=False,
+        v_reset=None, detach_reset=...)`` resets in the step that fired (and fires on ``>=``).
         """
         if isinstance(beta, bool) or not isinstance(beta, int | float):
             raise TypeError(f"beta must be a float, got {type(beta).__name__}")
-        if not (math.isfinite(beta) and 0.0 < beta < 1.0):
-            raise ValueError(f"beta must be in (0, 1) (tau = 1 / (1 - beta) > 1), got {beta}")
+        if not (math.isfinite(beta) and 0.0 <= beta <= 1.0):
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
         resets = {"subtract": None, "zero": 0.0}
         if reset_mechanism not in resets:
-            raise ValueError(f"reset_mechanism must be 'subtract' or 'zero', "
-                             f"got {reset_mechanism!r}")
-        settings = dict(tau=1.0 / (1.0 - beta), decay_input=False, v_threshold=threshold,
-                        v_reset=resets[reset_mechanism], surrogate_function=surrogate_function,
-                        detach_reset=True, step_mode="s")
+            raise ValueError(f"reset_mechanism must be 'subtract' or 'zero' ('none' has no "
+                             f"fused equivalent), got {reset_mechanism!r}")
+        for name in ("tau", "decay_input", "detach_reset", "v_reset", "convention"):
+            if name in kwargs:
+                raise ValueError(
+                    f"from_beta builds snnTorch's Leaky, which has no {name} to set (it "
+                    f"decays by beta, adds X undecayed, detaches the reset and resets by "
+                    f"reset_mechanism); for other dynamics build LIF(...) directly")
+        settings = dict(v_threshold=threshold, v_reset=resets[reset_mechanism],
+                        surrogate_function=surrogate_function, step_mode="s")
         settings.update(kwargs)
-        return cls(**settings)
+        return cls(convention="snntorch", beta=float(beta), **settings)
 
     @classmethod
     def from_spikingjelly(cls, node: nn.Module, *, backend: str = "auto",
@@ -189,6 +216,7 @@ class LIF(nn.Module):
         out = lif(
             x, v_init, tau=p.tau, decay_input=p.decay_input, v_threshold=p.v_threshold,
             v_reset=p.v_reset, surrogate=p.surrogate, detach_reset=p.detach_reset,
+            convention=p.convention, beta=p.beta, spike_dtype=self.spike_dtype,
             backend=self.backend, recompute=self.recompute, return_v=True,
             return_v_seq=self.store_v_seq,
         )
@@ -201,6 +229,13 @@ class LIF(nn.Module):
 
     def extra_repr(self) -> str:
         p = self.params
+        if p.snntorch:
+            return (
+                f"convention='snntorch', beta={p.beta}, v_threshold={p.v_threshold}, "
+                f"reset_mechanism={'subtract' if p.v_reset is None else 'zero'!r}, "
+                f"surrogate={p.surrogate.name}(alpha={p.surrogate.alpha}), "
+                f"step_mode={self.step_mode!r}, backend={self.backend!r}"
+            )
         return (
             f"tau={p.tau}, decay_input={p.decay_input}, v_threshold={p.v_threshold}, "
             f"v_reset={p.v_reset}, surrogate={p.surrogate.name}(alpha={p.surrogate.alpha}), "
@@ -216,10 +251,13 @@ def _surrogate(surrogate: object) -> Surrogate:
 
 
 def reset_net(net: nn.Module) -> None:
-    """Reset the state of every stateful neuron in ``net`` (any module with ``reset()``
-    that keeps membrane state: ours, and SpikingJelly's memory modules)."""
+    """Reset the state of every stateful neuron in ``net``, at any depth: ours (:class:`LIF`,
+    :class:`spike_kernels.Leaky`), SpikingJelly's memory modules and snnTorch's neurons
+    (those with ``reset_mem()``)."""
     for module in net.modules():
         if isinstance(module, LIF) or (
             hasattr(module, "reset") and hasattr(module, "_memories")
         ):
             module.reset()
+        elif callable(getattr(module, "reset_mem", None)):
+            module.reset_mem()
