@@ -140,14 +140,14 @@ class Leaky(_SnnLeaky):
                     f"snntorch.utils.reset) between sequences")
             self.mem = torch.zeros_like(x[0])
         beta = self.beta.clamp(0, 1)
-        threshold = float(self.threshold)
+        beta_value, threshold = float(beta.detach()), float(self.threshold.detach())
         zero = self.reset_mechanism == "zero"
         if beta.requires_grad and torch.is_grad_enabled():
-            x = x + (beta - beta.detach()).to(x.dtype) * self._dU_dbeta(x, float(beta),
+            x = x + (beta - beta.detach()).to(x.dtype) * self._dU_dbeta(x, beta_value,
                                                                         threshold, zero)
         s, v_last, *v_seq = lif(
             x, self.mem, v_threshold=threshold, v_reset=0.0 if zero else None,
-            surrogate=self.surrogate, convention="snntorch", beta=float(beta),
+            surrogate=self.surrogate, convention="snntorch", beta=beta_value,
             spike_dtype=self.spike_dtype, backend=self.backend, return_v=True,
             return_v_seq=multi)
         self.mem = v_last
