@@ -282,9 +282,9 @@ def test_learnable_beta_gradient_matches_snntorch():
 def test_output_and_init_hidden_returns():
     x = torch.ones(2, 3)
     assert isinstance(sk.Leaky(beta=0.5, init_hidden=True)(x), torch.Tensor)
-    spk, mem = sk.Leaky(beta=0.5, init_hidden=True, output=True)(x)
+    _, mem = sk.Leaky(beta=0.5, init_hidden=True, output=True)(x)
     assert mem.shape == (2, 3)
-    spk, mem = sk.Leaky(beta=0.5)(x)  # snnTorch returns (spk, mem) without init_hidden
+    _, mem = sk.Leaky(beta=0.5)(x)  # snnTorch returns (spk, mem) without init_hidden
     assert torch.equal(mem, x)
     with pytest.raises(TypeError, match="should not be passed"):
         sk.Leaky(beta=0.5, init_hidden=True)(x, torch.zeros(2, 3))
@@ -296,7 +296,7 @@ def test_unsupported_options_raise():
                    dict(reset_mechanism="none"), dict(beta=torch.rand(5))):
         with pytest.raises(NotImplementedError, match="does not support"):
             sk.Leaky(**{"beta": 0.5, **kwargs})
-    with pytest.raises(TypeError, match="triangular.* no fused equivalent"):
+    with pytest.raises(TypeError, match=r"triangular.* no fused equivalent"):
         sk.Leaky(beta=0.5, spike_grad=surrogate.triangular())
     with pytest.raises(ValueError, match="step_mode"):
         sk.Leaky(beta=0.5, step_mode="x")
