@@ -334,3 +334,19 @@ def test_spike_driven_transformer_block():
     g = torch.Generator().manual_seed(3)
     batches = [torch.randn(2, 2, 16, 3, 3, generator=g, dtype=F64) * 2 for _ in range(3)]
     run_both(theirs, ours, batches)
+
+
+def test_functional_helpers_warn_nothing():
+    """functional.reset_net / set_step_mode / detach_net on a network of LIF modules run
+    without a Python warning. (SpikingJelly's own logger, disabled by default, notes that LIF
+    is not a MemoryModule if it is enabled; the calls work either way.)"""
+    import warnings
+
+    net = replace_neurons(nn.Sequential(layer.Linear(3, 4), neuron.LIFNode()), backend="torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        functional.set_step_mode(net, "m")
+        net(torch.ones(2, 1, 3))
+        functional.detach_net(net)
+        functional.reset_net(net)
+    assert net[1].step_mode == "m" and net[1].v is None
