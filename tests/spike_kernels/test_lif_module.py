@@ -29,7 +29,8 @@ def _eager_cpu_path(monkeypatch):
 @backends
 def test_single_step_equals_multi_step(backend, device):
     """step_mode="s" called T times equals step_mode="m" called once: spikes, the membrane
-    (and store_v_seq), and gradients through the state carried between the calls."""
+    (and store_v_seq, which accumulates the steps in 's' mode as LIFNode does), and gradients
+    through the state carried between the calls."""
     kwargs = dict(tau=3.0, v_reset=None, surrogate_function="atan", detach_reset=True,
                   backend=backend, store_v_seq=True)
     x = (torch.randn(6, 4, 5, device=device) + 0.6).requires_grad_()
@@ -38,7 +39,7 @@ def test_single_step_equals_multi_step(backend, device):
     s_s = torch.stack([single(x[t]) for t in range(x.shape[0])])
     assert torch.equal(s_m, s_s)
     assert torch.equal(multi.v, single.v)
-    assert torch.equal(multi.v_seq[-1], single.v_seq) and single.v_seq.shape == (4, 5)
+    assert torch.equal(multi.v_seq, single.v_seq) and single.v_seq.shape == (6, 4, 5)
     up = torch.randn_like(s_m)
     (g_m,) = torch.autograd.grad((s_m * up).sum() + multi.v.sum(), x)
     (g_s,) = torch.autograd.grad((s_s * up).sum() + single.v.sum(), x)
@@ -92,14 +93,21 @@ def test_extra_repr_and_defaults():
 
 
 def test_from_beta():
+    """snnTorch's Leaky: convention="snntorch", single-step by default (snnTorch's loop)."""
     m = LIF.from_beta(0.75, threshold=0.5, backend="torch")
     p = m.params
-    assert (p.tau, p.decay_input, p.v_threshold, p.v_reset, p.detach_reset) == (
-        4.0, False, 0.5, None, True)
-    assert p.surrogate.name == "atan" and m.step_mode == "m"
+    assert (p.convention, p.beta, p.decay_input, p.v_threshold, p.v_reset, p.detach_reset) == (
+        "snntorch", 0.75, False, 0.5, None, True)
+    assert p.surrogate.name == "atan" and m.step_mode == "s"
     assert LIF.from_beta(0.5, reset_mechanism="zero").params.v_reset == 0.0
-    assert LIF.from_beta(0.5, step_mode="s").step_mode == "s"
-    for beta in (0.0, 1.0, -0.5, 1.5, math.nan, math.inf, -math.inf):
+    assert LIF.from_beta(0.5, step_mode="m").step_mode == "m"
+    assert "convention='snntorch', beta=0.75" in repr(m)
+    # U = 0.6 (> 0.5: spike; its reset lands at the next step), 0.45 + 0.6 - 0.5 = 0.55,
+    # 0.4125 + 0.6 - 0.5 = 0.5125
+    x = torch.full((3, 1), 0.6, dtype=torch.float64)
+    assert [m(x[t]).item() for t in range(3)] == [1.0, 1.0, 1.0]
+    assert m.v.item() == pytest.approx(0.5125, abs=1e-15)
+    for beta in (-0.5, 1.5, math.nan, math.inf, -math.inf):
         with pytest.raises(ValueError, match="beta"):
             LIF.from_beta(beta)
     for beta in ("0.5", True, None, torch.tensor(0.5)):
