@@ -117,6 +117,14 @@ def _load_raw(path: Path) -> datasets.Dataset:
         builder, options = "csv", _csv_options(path)
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .csv or .tsv")
+    first = next(_line_numbers(path), None)
+    if first is None:
+        raise ValueError(f"{path}: no rows")
+    if builder == "json":  # datasets reads a file of JSON arrays as a 'text' column: refuse
+        with path.open(encoding="utf-8-sig") as f:
+            line = next(line for n, line in enumerate(f, 1) if n == first)
+        if not line.lstrip().startswith("{"):
+            raise ValueError(f"{path}:{first}: expected a JSON object per line")
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as e:  # pyarrow/pandas errors name neither file nor line: find the line

@@ -539,6 +539,14 @@ def test_invalid_json_line_counts_blank_lines(tmp_path: Path) -> None:
     missing.write_text('{"text": "a", "label": 0}\n\n\n{"text": "b"}\n')
     with pytest.raises(ValueError, match=r"gap\.jsonl:4: missing field 'label'"):
         D.read_task_file(missing, "sst2")
+    arrays = tmp_path / "arrays.jsonl"
+    arrays.write_text('\n["a", 0]\n')
+    with pytest.raises(ValueError, match=r"arrays\.jsonl:2: expected a JSON object per line"):
+        D.read_task_file(arrays, "sst2")
+    for name, content in (("empty.jsonl", "\n"), ("header_only.csv", "text,label\n")):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: no rows"):
+            D.read_task_file(tmp_path / name, "sst2")
 
 
 def test_non_utf8_corpus_names_file_and_line(tmp_path: Path, tokenizer) -> None:
