@@ -21,7 +21,7 @@ import datasets
 
 from .registry import TaskSpec
 
-__all__ = ["check_utf8", "read_labelled_file", "sha256_file", "task_features"]
+__all__ = ["check_utf8", "column", "read_labelled_file", "sha256_file", "task_features"]
 
 SINGLE_TEXT_ALIASES = ("text", "sentence", "review", "content")
 PAIR_TEXT_ALIASES = (
@@ -180,6 +180,11 @@ def parse_label(value: Any, spec: TaskSpec) -> int | float:
     return value
 
 
+def column(ds: datasets.Dataset, name: str) -> list:
+    """One column as a list, in one Arrow read (``ds[name]`` iterates row by row)."""
+    return ds.select_columns([name])[:][name]
+
+
 def task_features(spec: TaskSpec) -> datasets.Features:
     """Canonical features: string text column(s), ``ClassLabel`` (or ``float32``) label."""
     feats: dict[str, Any] = {f: datasets.Value("string") for f in spec.text_fields}
@@ -196,7 +201,7 @@ def read_labelled_file(path: Path, spec: TaskSpec) -> datasets.Dataset:
     text_cols, label_col = _resolve_fields(raw.column_names, spec, path)
     raw = raw.select_columns([*text_cols, label_col])
     for col in text_cols:
-        values = raw[col]
+        values = column(raw, col)
         bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
         if bad is not None:
             what = "missing field" if values[bad] is None else "field"

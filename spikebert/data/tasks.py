@@ -43,7 +43,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from .files import find_split_file, read_labelled_file, sha256_file, task_features
+from .files import column, find_split_file, read_labelled_file, sha256_file, task_features
 from .registry import TaskSpec, get_task
 
 __all__ = [
@@ -123,7 +123,7 @@ def stratified_split(labels: Sequence[int] | np.ndarray, ratios: Sequence[float]
 
 def _seeded_split(ds: datasets.Dataset, spec: TaskSpec, seed: int,
                   ratios: Sequence[float]) -> datasets.DatasetDict:
-    index = stratified_split(ds["label"], ratios, seed, stratify=not spec.is_regression)
+    index = stratified_split(column(ds, "label"), ratios, seed, stratify=not spec.is_regression)
     return datasets.DatasetDict({k: ds.select(v) for k, v in index.items()})
 
 
@@ -137,7 +137,7 @@ def split_hashes(dataset_dict: Mapping[str, datasets.Dataset],
     out = {}
     for name, ds in dataset_dict.items():
         h = hashlib.sha256()
-        columns = [ds[f] for f in (*spec.text_fields, "label")]
+        columns = [column(ds, f) for f in (*spec.text_fields, "label")]
         for row in zip(*columns, strict=True):
             h.update(json.dumps(list(row), ensure_ascii=False).encode() + b"\n")
         out[name] = h.hexdigest()
@@ -336,7 +336,7 @@ def load_task(name: str | TaskSpec, *, data_dir: str | os.PathLike | None = None
         task=spec.name, seed=seed,
         split_ratios=list(ratios) if info["split_by"].startswith("seeded") else None,
         split_sizes={k: len(v) for k, v in dd.items()},
-        label_counts={k: np.bincount(np.asarray(v["label"], dtype=np.int64),
+        label_counts={k: np.bincount(np.asarray(column(v, "label"), dtype=np.int64),
                                      minlength=spec.num_labels).tolist()
                       for k, v in dd.items() if not spec.is_regression},
         split_sha256=split_hashes(dd, spec),
