@@ -1,4 +1,4 @@
-"""Data augmentation for task-specific distillation (Tang et al. 2019, SPEC §3).
+"""Data augmentation for task-specific distillation (Tang et al. 2019, docs/DESIGN.md §3).
 
 For each example, ``n_iter`` synthetic copies are made. In each copy every word is, with
 probability ``p_mask``, replaced by the mask token (``[MASK]`` by default: the teacher
@@ -13,7 +13,9 @@ Pair tasks augment each text field independently.
 Determinism: example ``i`` draws from ``numpy.random.default_rng([seed, i])``, so a result does
 not depend on the order in which examples are processed or how they are sharded; the POS
 dictionary is built from the whole input first and its words are sorted. Results are cached as
-JSON Lines under ``cache_dir`` keyed by a hash of the rows, the parameters and the tagger.
+JSON Lines under ``cache_dir`` keyed by a hash of the rows, the parameters and the tagger; the
+file is written under a temporary name and renamed, and starts with a header giving its row
+count, so a truncated or unreadable cache is detected, logged and rebuilt.
 
 Words and tags
 --------------
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from bisect import bisect_right
 from collections import Counter
@@ -64,7 +67,8 @@ __all__ = [
 ]
 
 Analyzer = Callable[[str], tuple[list[str], list[str]]]
-_CACHE_FORMAT_VERSION = 1
+_CACHE_FORMAT_VERSION = 2  # 2: header line with the row count, no sidecar .json
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -362,8 +366,9 @@ def augment_examples(
         key = _cache_key(rows, text_fields, config, aug.analyzer_id)[:24]
         cache_path = Path(cache_dir) / f"augment-{key}.jsonl"
         if cache_path.is_file():
-            with cache_path.open(encoding="utf-8") as f:
-                return [json.loads(line) for line in f]
+            cached = _read_cache(cache_path)
+            if cached is not None:
+                return cached
 
     for i, row in enumerate(rows):
         for f in text_fields:
@@ -385,21 +390,48 @@ def augment_examples(
             )
 
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for r in out:
-                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-        os.replace(tmp, cache_path)
-        meta = {
+        header = {
+            "format": _CACHE_FORMAT_VERSION,
             "config": asdict(config),
             "text_fields": list(text_fields),
             "analyzer": aug.analyzer_id,
             "rows_in": len(rows),
             "rows_out": len(out),
         }
-        cache_path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+        _write_cache(cache_path, header, out)
     return out
+
+
+def _write_cache(path: Path, header: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Header line, then one row per line; written to a temporary name, then renamed, so a
+    reader sees either no file or a complete one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(json.dumps(header, ensure_ascii=False) + "\n")
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_cache(path: Path) -> list[dict[str, Any]] | None:
+    """The cached rows, or None (with a warning) if the file is unreadable or incomplete."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = json.loads(f.readline())
+            rows = [json.loads(line) for line in f]
+        if not isinstance(header, dict) or header.get("format") != _CACHE_FORMAT_VERSION:
+            raise ValueError(f"header is not a format-{_CACHE_FORMAT_VERSION} header")
+        if len(rows) != header["rows_out"]:
+            raise ValueError(f"{len(rows)} rows, the header promises {header['rows_out']}")
+    except (OSError, ValueError, KeyError) as e:  # JSONDecodeError, UnicodeDecodeError included
+        logger.warning("augmentation cache %s is unreadable (%s: %s); rebuilding it",
+                       path, type(e).__name__, e)
+        return None
+    return rows
 
 
 def augment_dataset(

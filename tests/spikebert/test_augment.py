@@ -6,6 +6,7 @@ The core tests use a small deterministic analyzer so they need no tagger; the En
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -143,7 +144,9 @@ def test_cache_hit_returns_identical_output(
     cfg = A.AugmentConfig(n_iter=8)
     first = A.augment_examples(ROWS, config=cfg, cache_dir=tmp_path, **kwargs)
     files = sorted(tmp_path.glob("augment-*.jsonl"))
-    assert len(files) == 1 and files[0].with_suffix(".json").is_file()
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))  # renamed into place
+    header = json.loads(files[0].read_text(encoding="utf-8").splitlines()[0])
+    assert header["rows_out"] == len(first) and header["rows_in"] == len(ROWS)
 
     def no_work(*args, **kwargs):
         raise AssertionError("cache was not used")
@@ -156,6 +159,34 @@ def test_cache_hit_returns_identical_output(
     A.augment_examples(ROWS, config=A.AugmentConfig(n_iter=9), cache_dir=tmp_path, **kwargs)
     A.augment_examples(ROWS[:-1], config=cfg, cache_dir=tmp_path, **kwargs)
     assert len(list(tmp_path.glob("augment-*.jsonl"))) == 3
+
+
+@pytest.mark.parametrize("damage", ["cut_mid_line", "cut_at_line", "garbage", "empty"])
+def test_broken_cache_is_a_miss_rebuilt_with_a_warning(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    kwargs = {"analyzer": toy_analyzer, "joiner": " ", "analyzer_id": "toy"}
+    cfg = A.AugmentConfig(n_iter=8)
+    first = A.augment_examples(ROWS, config=cfg, cache_dir=tmp_path, **kwargs)
+    (path,) = tmp_path.glob("augment-*.jsonl")
+    good = path.read_bytes()
+    lines = good.splitlines(keepends=True)
+    broken = {
+        "cut_mid_line": good[: len(good) - 7],  # a torn write
+        "cut_at_line": b"".join(lines[:-2]),  # whole rows missing: every line still parses
+        "garbage": b"\xff\xfe not json\n",
+        "empty": b"",
+    }[damage]
+    path.write_bytes(broken)
+    with caplog.at_level("WARNING", logger="spikebert.augment"):
+        again = A.augment_examples(ROWS, config=cfg, cache_dir=tmp_path, **kwargs)
+    assert again == first
+    assert f"augmentation cache {path} is unreadable" in caplog.text and "rebuilding" in caplog.text
+    assert path.read_bytes() == good  # rebuilt in place
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spikebert.augment"):
+        assert A.augment_examples(ROWS, config=cfg, cache_dir=tmp_path, **kwargs) == first
+    assert "unreadable" not in caplog.text
 
 
 def test_pairs_and_dataset_wrapper() -> None:

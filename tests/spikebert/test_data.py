@@ -1,7 +1,8 @@
-"""Tests for spikebert.data: task registry, loading, splits, tokenisation and corpora.
+"""Tests for spikebert.data: task registry, loading, splits, encoding, metrics and corpora.
 
-Everything runs on tiny files written to tmp_path with the Hub switched off; a few tests also
-read the real shared/data folder next to the repository and are skipped when it is absent.
+Everything runs on tiny files written to tmp_path, tests/fixtures or the bundled samples with
+the Hub switched off; a few tests also read the real shared/data folder next to the repository
+and are skipped when it is absent.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from spikebert import data as D
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 needs_shared = pytest.mark.skipif(
     not (SHARED_DATA / "sst2" / "train.jsonl").is_file(),
     reason=f"shared data folder not found at {SHARED_DATA} (only present next to the work tree)",
@@ -257,15 +259,15 @@ def test_hub_is_skipped_offline_and_disabled(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(datasets, "load_dataset", boom)
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE is set"):
-        D.load_task("sst2")
+        D.load_task("sst5")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
     with pytest.raises(FileNotFoundError, match=r"allow_hub=False"):
-        D.load_task("sst2", allow_hub=False)
+        D.load_task("sst5", allow_hub=False)
     # a failing Hub call is reported, not raised
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: 1 / 0)
     with pytest.raises(FileNotFoundError, match=r"failed \(ZeroDivisionError"):
-        D.load_task("sst2")
+        D.load_task("sst5")
 
 
 def test_hub_rows_are_canonicalised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -321,7 +323,7 @@ def test_load_sst2_and_waimai_from_shared_data() -> None:
 # ------------------------------------------------------------------------------ tokenisation
 
 
-def test_tokenize_task_pairs_and_single(tokenizer) -> None:
+def test_encode_pairs_and_single(tokenizer) -> None:
     spec = D.get_task("rte")
     dd = datasets.DatasetDict(
         {
@@ -331,7 +333,7 @@ def test_tokenize_task_pairs_and_single(tokenizer) -> None:
             )
         }
     )  # fmt: skip
-    out = D.tokenize_task(dd, tokenizer, 12, spec)
+    out = D.encode(dd, tokenizer, 12, spec)
     row = out["train"][0]
     assert set(out["train"].column_names) == {
         "input_ids", "attention_mask", "token_type_ids", "labels"
@@ -344,13 +346,27 @@ def test_tokenize_task_pairs_and_single(tokenizer) -> None:
     assert row["attention_mask"].tolist() == [1] * 9 + [0] * 3
     assert out["train"][:]["labels"].tolist() == [0, 1]
 
-    long = datasets.DatasetDict(
-        {"dev": datasets.Dataset.from_dict({"text": ["the cat " * 20], "label": [1]})}
-    )
-    out = D.tokenize_task(long, tokenizer, 8, "sst2")
-    assert out["dev"][0]["input_ids"].tolist()[-1] == tokenizer.sep_token_id  # truncated
-    with pytest.raises(ValueError, match="lacks columns"):
-        D.tokenize_task(long, tokenizer, 8, "mrpc")
+    # a single Dataset, truncation, and a missing column named
+    long = datasets.Dataset.from_dict({"text": ["the cat " * 20], "label": [1]})
+    out = D.encode(long, tokenizer, 8, "sst2")
+    assert isinstance(out, datasets.Dataset)
+    assert out[0]["input_ids"].tolist()[-1] == tokenizer.sep_token_id  # truncated
+    assert len(out[0]["input_ids"]) == 8
+    with pytest.raises(ValueError, match=r"lacks columns \['text_a', 'text_b'\]"):
+        D.encode(long, tokenizer, 8, "mrpc")
+
+
+def test_encode_dynamic_padding_and_unlabelled(tokenizer) -> None:
+    """padding=False + DataCollatorWithPadding pads per batch; no label column -> no labels."""
+    from transformers import DataCollatorWithPadding
+
+    ds = datasets.Dataset.from_dict({"text": ["the cat", "the cat sat on the mat"]})
+    out = D.encode(ds, tokenizer, 16, "sst2", padding=False)
+    assert "labels" not in out.column_names
+    assert [len(r["input_ids"]) for r in out] == [4, 8]
+    batch = DataCollatorWithPadding(tokenizer)([out[0], out[1]])
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["attention_mask"].tolist()[0] == [1] * 4 + [0] * 4
 
 
 def test_check_vocab_compatible(tokenizer) -> None:
@@ -437,10 +453,12 @@ def test_pack_corpus_blocks_and_cache(tmp_path: Path, tokenizer) -> None:
     again = D.pack_corpus(corpus, tokenizer, seq_length=8, cache_dir=cache)
     assert again.from_cache and again.cache_path == packed.cache_path
     np.testing.assert_array_equal(np.asarray(again.blocks), blocks)
-    assert len(list(cache.glob("packed-*.npy"))) == 1
+    assert len(list(cache.glob("tokens-*.arrow"))) == 1
 
+    # the cached tokens do not depend on the block length: another length reuses them
     other_len = D.pack_corpus(corpus, tokenizer, seq_length=10, cache_dir=cache)
-    assert not other_len.from_cache and other_len.cache_path != packed.cache_path
+    assert other_len.from_cache and other_len.cache_path == packed.cache_path
+    assert np.asarray(other_len.blocks)[:, 1:-1].ravel().tolist() == stream[: len(other_len) * 8]
 
     (folder / "b.txt").write_text("the cat sat\n")  # content change -> new key
     os.utime(folder / "b.txt", ns=(1, 1))
@@ -464,3 +482,119 @@ def test_split_holdout_is_deterministic_partition(tokenizer) -> None:
     assert len(packed.split_holdout(0.001)[1]) == 1  # at least one held-out block
     with pytest.raises(ValueError):
         packed.split_holdout(1.0)
+
+
+# ------------------------------------------------------------------------------ pinned splits
+
+# SHA-256 of the seeded 80/10/10 splits of tests/fixtures/waimai/all.jsonl (rows in order, one
+# json.dumps([text, label]) per line), computed with the hand-written reader this package
+# replaced: the move to `datasets` must not change a single published split.
+WAIMAI_FIXTURE_SPLITS = {
+    42: {
+        "train": "2908659cfec6a8bfad6f3d325a719114904b95eb1701bd033138369e948f092e",
+        "dev": "111488830cabf40cc1e46865ec24840019b9bca92a3bb6246df4b4d83e20da59",
+        "test": "fcaa0a305777fed90e1c447ae05124760111650c6c71e87a1a7b1c73dd99e936",
+    },
+    1: {
+        "train": "01a22248e75ff31e7073a4fd87449d923feba86f3b4672809c97895e30cdf946",
+        "dev": "dd8252236034170c267b6c337122636de85a67a61309c58de267ce6039bd3f1a",
+        "test": "82f9b687b8b1db64fad461ab5d1fcf5b67428a545874460c44dae24017fefb34",
+    },
+}
+
+
+@pytest.mark.parametrize("seed", sorted(WAIMAI_FIXTURE_SPLITS))
+def test_seeded_splits_are_pinned(seed: int) -> None:
+    path = FIXTURES / "waimai" / "all.jsonl"
+    dd, info = D.load_task("waimai", files={"all": path}, seed=seed, allow_hub=False)
+    assert info["split_sizes"] == {"train": 64, "dev": 8, "test": 8}
+    assert info["split_sha256"] == WAIMAI_FIXTURE_SPLITS[seed]
+    assert D.split_hashes(dd, "waimai") == WAIMAI_FIXTURE_SPLITS[seed]
+    # the same rows from a data folder split identically
+    dd2, _ = D.load_task("waimai", data_dir=FIXTURES, seed=seed, allow_hub=False)
+    assert D.split_hashes(dd2, "waimai") == WAIMAI_FIXTURE_SPLITS[seed]
+
+
+# ------------------------------------------------------------------------------ bad bytes
+
+
+def test_non_utf8_task_file_names_file_and_line(tmp_path: Path) -> None:
+    rows = b'{"text": "fine", "label": 0}\n\n{"text": "caf\xe9", "label": 1}\n'
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(rows)
+    with pytest.raises(ValueError, match=r"latin1\.jsonl:3: not valid UTF-8 \(byte 0xe9"):
+        D.load_task("sst2", files={"train": bad, "dev": bad})
+    csv_bad = tmp_path / "latin1.csv"
+    csv_bad.write_bytes(b"label,review\n1,ok\n0,\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"latin1\.csv:3: not valid UTF-8 \(byte 0xff"):
+        D.read_task_file(csv_bad, "waimai")
+
+
+def test_invalid_json_line_counts_blank_lines(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"text": "a", "label": 0}\n\n{"text": "b", label: 1}\n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl:3: invalid JSON"):
+        D.read_task_file(bad, "sst2")
+    missing = tmp_path / "gap.jsonl"
+    missing.write_text('{"text": "a", "label": 0}\n\n\n{"text": "b"}\n')
+    with pytest.raises(ValueError, match=r"gap\.jsonl:4: missing field 'label'"):
+        D.read_task_file(missing, "sst2")
+    arrays = tmp_path / "arrays.jsonl"
+    arrays.write_text('\n["a", 0]\n')
+    with pytest.raises(ValueError, match=r"arrays\.jsonl:2: expected a JSON object per line"):
+        D.read_task_file(arrays, "sst2")
+    for name, content in (("empty.jsonl", "\n"), ("header_only.csv", "text,label\n")):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: no rows"):
+            D.read_task_file(tmp_path / name, "sst2")
+
+
+def test_non_utf8_corpus_names_file_and_line(tmp_path: Path, tokenizer) -> None:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("the cat sat\n")
+    (folder / "b.txt").write_bytes(b"the dog\nis good\nthe \x93mat\x94\n")
+    corpus = D.load_corpus(folder)
+    with pytest.raises(ValueError, match=r"b\.txt:3: not valid UTF-8 \(byte 0x93 at column 5"):
+        list(corpus.iter_texts())
+    with pytest.raises(ValueError, match=r"b\.txt:3: not valid UTF-8"):
+        D.pack_corpus(corpus, tokenizer, seq_length=8, cache_dir=tmp_path / "cache")
+
+
+# ------------------------------------------------------------------------------ bundled data
+
+
+def test_bundled_sst2_is_used_when_nothing_else_is_given(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="spikebert.data"):
+        dd, info = D.load_task("sst2")  # offline, no data_dir, no $SPIKEBERT_DATA
+    assert info["source"] == "bundled"
+    assert info["paths"]["train"] == str(D.SAMPLES_DIR / "sst2" / "train.jsonl")
+    assert info["split_sizes"] == {"train": 6920, "dev": 872}
+    assert info["label_counts"] == {"train": [3310, 3610], "dev": [428, 444]}
+    assert dd["train"][0]["text"].startswith("a stirring , funny")
+    assert "copy bundled with spikebert" in caplog.text and "sst2" in caplog.text
+    # an explicit data folder that has the task wins over the bundled copy
+    write_jsonl(tmp_path / "sst2" / "train.jsonl", [{"text": "x", "label": 1}])
+    write_jsonl(tmp_path / "sst2" / "dev.jsonl", [{"text": "y", "label": 0}])
+    _, info = D.load_task("sst2", data_dir=tmp_path)
+    assert info["source"] == "data_dir" and info["split_sizes"] == {"train": 1, "dev": 1}
+
+
+def test_bundled_corpus_sample(tokenizer) -> None:
+    corpus = D.load_corpus("sample")
+    assert corpus.name == "sample" and corpus.files[0].parent == D.SAMPLE_CORPUS
+    lines = corpus.iter_texts()
+    assert next(lines).startswith("Anarchism is a political philosophy")
+    packed = D.pack_corpus(corpus, tokenizer, seq_length=16, max_blocks=4)
+    assert len(packed) == 4 and (np.asarray(packed.blocks)[:, 0] == tokenizer.cls_token_id).all()
+    with pytest.raises(FileNotFoundError, match="'sample' for the bundled English sample"):
+        D.load_corpus("samples")
+
+
+@needs_shared
+def test_bundled_sst2_is_the_shared_copy() -> None:
+    for split in ("train", "dev"):
+        bundled = (D.SAMPLES_DIR / "sst2" / f"{split}.jsonl").read_bytes()
+        assert bundled == (SHARED_DATA / "sst2" / f"{split}.jsonl").read_bytes()
