@@ -28,7 +28,7 @@ WAIMAI = ["--all_file", str(FIXTURES / "waimai" / "all.jsonl")]
 
 
 def test_teacher_finetuning_on_sst2_slice(tmp_path):
-    from spikebert.training import packaged_minilm_path
+    from spikebert.loading import packaged_minilm_path
 
     out = tmp_path / "teacher"
     result = finetune_teacher.main(["--task", "sst2", "--model", packaged_minilm_path(), *SST2,
