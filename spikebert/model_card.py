@@ -73,6 +73,8 @@ def write_model_card(folder: str | Path, result: dict[str, Any], command: str) -
     energy = result.get("energy", {})
     rates = result.get("firing_rates", {})
     hashes = split.get("sha256", {})
+    nan = float("nan")
+    student_mj, teacher_mj = energy.get("student_mj", nan), energy.get("teacher_mj", nan)
     rows = "\n".join(f"| {name} | {rate:.4f} |" for name, rate in rates.items())
     text = f"""---
 library_name: transformers
@@ -111,8 +113,8 @@ Load it with `import spikebert` first (it registers the architecture), then
 | test | {_metrics_line(result.get('test'))} |
 
 Energy per sample (theoretical, 45 nm: `spikebert.energy`, on {energy.get('samples', '?')} dev
-examples at their real length): student {energy.get('student_mj', float('nan')):.4f} mJ,
-teacher {energy.get('teacher_mj', float('nan')):.4f} mJ, ratio {energy.get('ratio', float('nan')):.2%}.
+examples at their real length): student {student_mj:.4f} mJ, teacher {teacher_mj:.4f} mJ,
+ratio {energy.get('ratio', nan):.2%}.
 
 ## Firing rates (same dev examples)
 
