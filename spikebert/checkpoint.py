@@ -7,7 +7,8 @@ and the initial student's weights, and of the data. It is stored in every checkp
 
 Each checkpoint is written under a temporary name (``.checkpoint-<step>.incomplete``) and
 renamed once every file is on disk, so a killed write never takes a final name. Its
-``training_state.json`` lists the files with their sizes; a folder that does not match its
+``training_state.json`` lists the files with their sizes (but the per-process RNG states,
+checked at resume); a folder that does not match its
 list is incomplete and ``latest`` passes over it with a warning.
 """
 
@@ -225,7 +226,9 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict[str, An
     accelerator.save_state(str(tmp))  # every process writes its own RNG file here
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        # RNG files are checked on their own at resume (an error, or --allow_inexact_resume)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())
+                 if p.is_file() and not p.name.startswith("random_states_")}
         atomic_write_text(tmp / STATE_FILE, json.dumps({**state, "step": step, "files": files},
                                                        indent=2, default=str))
         if final.exists():
