@@ -175,9 +175,8 @@ def test_firing_rates_are_recorded_by_hooks():
     torch.testing.assert_close(twice["embeddings"], rates["embeddings"])
     model(ids, mask)
     assert not model.spikebert._forward_pre_hooks  # hooks removed on exit
-    with pytest.raises(TypeError, match="SpikeBERT"):
-        with record_firing_rates(torch.nn.Linear(2, 2)):
-            pass
+    with pytest.raises(TypeError, match="SpikeBERT"), record_firing_rates(torch.nn.Linear(2, 2)):
+        pass
 
 
 def test_fused_qkv_matches_three_projections():
