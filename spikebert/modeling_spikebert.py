@@ -172,7 +172,10 @@ class SpikingSelfAttention(nn.Module):
         s = self.qkv(x).view(T, B, L, 3, self.num_heads, self.head_dim)
         # strided head views [T, B, H, L, Dh] of the one spike tensor: no copies
         q, k, v = (s.select(3, j).transpose(2, 3) for j in range(3))
-        y = self.core(q, k, v, attention_mask=key_mask, out_layout="blhd")  # [T, B, L, D]
+        # the fused op sets its own precision (spikes in, fp32 sums and membrane); autocast
+        # must not recast the matmuls inside it
+        with torch.autocast(x.device.type, enabled=False):
+            y = self.core(q, k, v, attention_mask=key_mask, out_layout="blhd")  # [T, B, L, D]
         amap = spike_kernels.attention_map(q, k, key_mask) if output_attentions else None
         return self.output(y), amap
 

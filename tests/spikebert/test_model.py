@@ -403,3 +403,53 @@ def test_bad_labels_raise():
         model(ids, mask, labels=torch.tensor([0, 1, 3]))
     with pytest.raises(ValueError, match="shape"):
         model(ids, mask, labels=torch.tensor([0, 1]))
+
+
+# ---------------------------------------------------------------------------------- bf16
+
+
+@pytest.mark.parametrize("neuron_impl", ["spike_kernels", "spikingjelly"])
+def test_bf16_autocast_training_follows_fp32(neuron_impl):
+    """A short run under CPU bf16 autocast follows the fp32 loss curve (|difference| < 0.15
+    at every step, both decreasing), and spikes are emitted in bf16."""
+    if neuron_impl == "spikingjelly":
+        pytest.importorskip("spikingjelly")
+    backend = "torch" if neuron_impl == "spike_kernels" else "auto"
+    ids, mask = batch(B=4, seed=5)
+    labels = torch.tensor([0, 1, 2, 1])
+    curves = []
+    for dtype in (None, torch.bfloat16):
+        model = tiny_model(neuron_impl=neuron_impl, backend=backend).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        losses = []
+        for _ in range(6):
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = model(ids, mask, labels=labels, output_hidden_states=True)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(out.loss.item())
+            if dtype is not None:
+                assert out.hidden_states[1].dtype == torch.bfloat16  # spike counts in bf16
+                assert all(p.dtype == torch.float32 for p in model.parameters())
+        curves.append(losses)
+    fp32, bf16 = curves
+    assert max(abs(a - b) for a, b in zip(fp32, bf16, strict=True)) < 0.15, curves
+    assert bf16[-1] < 0.8 * bf16[0], curves
+
+
+def test_bf16_spikes_agree_with_fp32_except_near_threshold():
+    """One block's Q/K/V spikes under bf16 autocast equal the fp32 ones, except where the fp32
+    membrane lies within bf16 rounding of the threshold (T=1: H = X / tau)."""
+    model = tiny_model(time_steps=1)
+    qkv = model.spikebert.encoder.layer[0].attention.qkv
+    x = (torch.rand(1, 8, 12, 32, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    s32 = qkv(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s16 = qkv(x)
+    assert s16.dtype == torch.bfloat16
+    h = qkv.norm(qkv.linear(x).unflatten(-1, (3, -1))) / model.config.tau
+    differ = s16.float() != s32
+    assert differ.float().mean() < 0.02
+    near = (h - model.config.v_threshold).abs() < 0.05
+    assert not (differ & ~near).any()
