@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
     if run.extra["best"]["step"] != step:
         evaluate(step)
     best = run.extra["best"]
+    if best["step"] < 0:
+        raise ValueError(f"dev {spec.primary_metric} was never a number (constant predictions?);"
+                         f" no student was saved")
     result = {"task": spec.name, "teacher": stage.teacher, "student": stage.student,
               "train_examples": len(train_set), "steps": step, "dev": best,
               "split": split_info, "fingerprint": run.fingerprint}

@@ -33,9 +33,8 @@ def student_forward(model, batch: dict) -> tuple[Any, tuple[torch.Tensor, ...]]:
     """A SpikeBERT forward and its hidden states as transformers' BERT orders them:
     ``(embedding output, block 1 output averaged over T, ..., block N ...)``, each [B, L, D]."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                token_type_ids=batch.get("token_type_ids"))
-    # the model branch renames these to ``hidden_states`` (behind output_hidden_states=True)
-    return out, (out.embedding_output, *out.features)
+                token_type_ids=batch.get("token_type_ids"), output_hidden_states=True)
+    return out, out.hidden_states
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

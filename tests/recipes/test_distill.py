@@ -61,7 +61,9 @@ def test_stage2_end_to_end_english(tiny_classifier_teacher, tmp_path, monkeypatc
     result = distill.main(stage2_args("sst2", tiny_classifier_teacher, out, SST2,
                                       "--n_iter", "20", "--overwrite_output_dir"))
     assert result["train_examples"] == 64 * 21
-    assert len(calls) <= 3 * 8, "only the drawn examples are augmented"
+    # 3 steps of 8 drawn, plus the one batch Accelerate's loader fetches ahead; an eager
+    # pass would augment all 64 examples (64 x 20 copies) first
+    assert len(calls) <= 4 * 8, "only the drawn examples are augmented"
     best = json.loads((out / "best.json").read_text())
     assert best["step"] in (2, 3) and best == result["dev"]
     assert (out / "model.safetensors").is_file()
