@@ -43,7 +43,7 @@ from spikebert.arguments import (
 from spikebert.augment import AugmentConfig, Augmenter
 from spikebert.batching import LazyAugmented, TaskCollator
 from spikebert.checkpoint import atomic_write_text, data_hash, run_fingerprint, weights_hash
-from spikebert.data import check_vocab_compatible, get_task, load_task
+from spikebert.data import check_vocab_compatible
 from spikebert.distill import FeatureAligner, logits_kl, student_forward
 from spikebert.loading import build_student_config, check_max_length, load_teacher
 from spikebert.model_card import describe_student, write_model_card
@@ -162,15 +162,10 @@ def main(argv: list[str] | None = None) -> dict:
     stage, data, args = parse_arguments(
         (Stage2Arguments, TaskDataArguments, TrainingArguments), argv, __doc__.split("\n\n")[0],
         defaults={"lr": 5e-4, "weight_decay": 5e-3, "batch_size": 32})
-    spec = get_task(data.task)
+    spec, dataset, split_info = data.load()
     accelerator = make_accelerator(args, f"stage2-{spec.name}",
                                    find_unused_parameters=not (stage.w_emb and stage.w_feat))
     set_seed(args.seed)
-    dataset, split_info = load_task(spec, data_dir=data.data_dir, files=data.files(),
-                                    seed=data.split_seed, allow_hub=not data.no_hub)
-    if data.max_train_samples:
-        dataset["train"] = dataset["train"].select(
-            range(min(data.max_train_samples, len(dataset["train"]))))
     teacher, tokenizer = load_teacher(stage.teacher, for_classification=True)
     if teacher.config.num_labels != spec.num_labels:
         raise ValueError(f"teacher {stage.teacher} has {teacher.config.num_labels} labels but "

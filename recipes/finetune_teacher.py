@@ -30,7 +30,6 @@ from spikebert.arguments import (
 )
 from spikebert.batching import TaskCollator
 from spikebert.checkpoint import atomic_write_text, data_hash, run_fingerprint, weights_hash
-from spikebert.data import get_task, load_task
 from spikebert.loading import check_max_length, load_teacher, resolve_teacher
 from spikebert.trainer import (
     evaluate_model,
@@ -60,14 +59,9 @@ def main(argv: list[str] | None = None) -> dict:
         defaults={"lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1,
                   "lr_scheduler": "linear", "batch_size": 32, "eval_steps": 0,
                   "max_length": 128})
-    spec = get_task(data.task)
+    spec, dataset, split_info = data.load()
     accelerator = make_accelerator(args, f"teacher-{spec.name}")
     set_seed(args.seed)
-    dataset, split_info = load_task(spec, data_dir=data.data_dir, files=data.files(),
-                                    seed=data.split_seed, allow_hub=not data.no_hub)
-    if data.max_train_samples:
-        dataset["train"] = dataset["train"].select(
-            range(min(data.max_train_samples, len(dataset["train"]))))
     model, tokenizer = load_teacher(resolve_teacher(teacher_args.model), for_classification=True,
                                     num_labels=spec.num_labels)
     if spec.is_regression:

@@ -119,6 +119,20 @@ class TaskDataArguments(DataArguments):
         check_count("--max_train_samples", self.max_train_samples, 1, none_ok=True)
         check_count("--max_length", self.max_length, 2, none_ok=True)
 
+    def load(self) -> tuple[Any, Any, dict[str, Any]]:
+        """(task spec, DatasetDict of its splits, info dict with the files' SHA-256) as these
+        flags describe them (``spikebert.data.load_task``), train cut to
+        ``--max_train_samples``."""
+        from .data import get_task, load_task
+
+        spec = get_task(self.task)
+        dataset, info = load_task(spec, data_dir=self.data_dir, files=self.files(),
+                                  seed=self.split_seed, allow_hub=not self.no_hub)
+        if self.max_train_samples:
+            dataset["train"] = dataset["train"].select(
+                range(min(self.max_train_samples, len(dataset["train"]))))
+        return spec, dataset, info
+
     def files(self) -> dict[str, str] | None:
         """The explicit files, as ``load_task(files=...)`` takes them."""
         names = {"train": self.train_file, "dev": self.dev_file, "test": self.test_file,
