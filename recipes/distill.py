@@ -18,7 +18,6 @@ Ablations: no ``--student`` (no stage 1), ``--no_augment``, ``--w_kl 0`` (and th
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from spikebert.model_card import describe_student, write_model_card
 from spikebert.trainer import (
     evaluate_model,
     finish,
+    keep_best,
     make_accelerator,
     make_optimizer,
     start_run,
@@ -211,24 +211,17 @@ def main(argv: list[str] | None = None) -> dict:
         return model(batch, out.logits, out.hidden_states if need_hidden else None)
 
     out_dir = Path(args.output_dir)
-    # the best dev score so far lives in the run's checkpoints, never in an old best.json
-    run.extra.setdefault("best", {"step": -1, spec.primary_metric: -math.inf})
 
     def evaluate(step: int) -> None:
-        metrics = evaluate_model(accelerator.unwrap_model(model).student, dev_dl, accelerator,
-                                 spec)
+        student = accelerator.unwrap_model(model).student
+        metrics = evaluate_model(student, dev_dl, accelerator, spec)
         accelerator.log({f"dev_{k}": v for k, v in metrics.items()}, step=step)
-        if metrics[spec.primary_metric] > run.extra["best"][spec.primary_metric]:
-            run.extra["best"] = {"step": step, **metrics}
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).student.save_pretrained(out_dir)
-                tokenizer.save_pretrained(out_dir)
-                atomic_write_text(out_dir / "best.json", json.dumps(run.extra["best"], indent=2))
+        keep_best(accelerator, run, step, metrics, spec.primary_metric, student, tokenizer,
+                  out_dir)
 
     step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, losses,
                  evaluate, desc=f"stage 2 ({spec.name})")
-    if run.extra["best"]["step"] != step:
+    if run.extra.get("best", {}).get("step") != step:
         evaluate(step)
     best = run.extra["best"]
     if best["step"] < 0:

@@ -34,6 +34,7 @@ from spikebert.loading import check_max_length, load_teacher, resolve_teacher
 from spikebert.trainer import (
     evaluate_model,
     finish,
+    keep_best,
     make_accelerator,
     make_optimizer,
     start_run,
@@ -96,24 +97,21 @@ def main(argv: list[str] | None = None) -> dict:
         return {"loss": model(**batch).loss}
 
     out = Path(args.output_dir)
-    run.extra.setdefault("best", {"step": -1, spec.primary_metric: -math.inf})
 
     def evaluate(step: int) -> None:
         metrics = evaluate_model(model, dev_dl, accelerator, spec)
         accelerator.log({f"dev_{k}": v for k, v in metrics.items()}, step=step)
         accelerator.print(f"step {step}: dev {metrics}")
-        if metrics[spec.primary_metric] > run.extra["best"][spec.primary_metric]:
-            run.extra["best"] = {"step": step, **metrics}
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(out)
-                tokenizer.save_pretrained(out)
+        keep_best(accelerator, run, step, metrics, spec.primary_metric,
+                  accelerator.unwrap_model(model), tokenizer, out)
 
     step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, loss, evaluate,
                  desc=f"teacher ({spec.name})")
     if step % args.eval_steps:
         evaluate(step)
     best = run.extra["best"]
+    if best["step"] < 0:
+        raise ValueError(f"dev {spec.primary_metric} was never a number; no teacher was saved")
     result = {"task": spec.name, "model": teacher_args.model, "dev": best, "steps": step,
               "split": split_info, "fingerprint": run.fingerprint}
     if accelerator.is_main_process:

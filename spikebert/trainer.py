@@ -249,6 +249,27 @@ def train(accelerator, args: TrainingArguments, run: Run, model, optimizer, sche
     return step
 
 
+def keep_best(accelerator, run: Run, step: int, metrics: dict[str, float], metric: str,
+              model, tokenizer, out_dir: str | os.PathLike) -> bool:
+    """Model selection on dev: when ``metrics[metric]`` beats ``run.extra["best"]`` (kept in
+    the run's checkpoints, so a resumed run remembers it), save ``model`` and ``tokenizer`` to
+    ``out_dir`` with ``best.json``. Returns whether it did."""
+    import json
+
+    from .checkpoint import atomic_write_text
+
+    best = run.extra.setdefault("best", {"step": -1, metric: -math.inf})
+    if not metrics[metric] > best[metric]:
+        return False
+    run.extra["best"] = {"step": step, **metrics}
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        atomic_write_text(Path(out_dir) / "best.json", json.dumps(run.extra["best"], indent=2))
+    return True
+
+
 def evaluate_model(model, loader, accelerator, task) -> dict[str, float]:
     """The task's metrics (``spikebert.data.compute_metrics``) of a sequence classifier on
     ``loader`` under the run's autocast, gathered over processes; the model's mode is kept."""
