@@ -453,3 +453,42 @@ def test_bf16_spikes_agree_with_fp32_except_near_threshold():
     assert differ.float().mean() < 0.02
     near = (h - model.config.v_threshold).abs() < 0.05
     assert not (differ & ~near).any()
+
+
+# ---------------------------------------------------------------------------------- pipeline
+
+
+def test_text_classification_pipeline_loads_a_saved_student(tmp_path, monkeypatch):
+    """``transformers.pipeline("text-classification", model=dir)`` offline on a saved student
+    with its tokenizer (a WordPiece trained on the test fixtures): the labels come from the
+    config's id2label and the scores are the model's softmax."""
+    import json
+    from pathlib import Path
+
+    from transformers import pipeline
+
+    from spikebert.wordpiece import train_wordpiece
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fixture = Path(__file__).parents[1] / "fixtures" / "sst2" / "train.jsonl"
+    texts = [json.loads(line)["text"] for line in fixture.read_text().splitlines()]
+    tokenizer = train_wordpiece(texts, vocab_size=300, model_max_length=12)
+    labels = ["negative", "positive"]
+    model = tiny_model(vocab_size=len(tokenizer), num_labels=2,
+                       id2label=dict(enumerate(labels)),
+                       label2id={name: i for i, name in enumerate(labels)},
+                       pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+
+    classify = pipeline("text-classification", model=str(tmp_path))
+    sentences = ["a gripping , funny movie", texts[0] + " " + texts[1]]  # the 2nd: truncated
+    results = classify(sentences, truncation=True)
+    enc = tokenizer(sentences, truncation=True, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = model(**enc).logits.softmax(-1)
+    for result, p in zip(results, probs, strict=True):
+        assert result["label"] == labels[int(p.argmax())]
+        assert result["score"] == pytest.approx(float(p.max()), abs=1e-5)
+    ranked = classify(sentences[0], top_k=None)
+    assert {r["label"] for r in ranked} == set(labels)
