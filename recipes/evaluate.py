@@ -1,45 +1,59 @@
 """Evaluate a SpikeBERT student (or any Hugging Face classifier) on a task, with energy.
 
     python recipes/evaluate.py --model outputs/stage2-sst2 --task sst2 --split dev \\
-        --data_dir ../shared/data --teacher outputs/teacher-sst2 --output_json sst2.json
+        --data_dir ../shared/data --teacher outputs/teacher-sst2 --output_json sst2.json --plots
 
 Writes JSON with ``accuracy`` (percent) and the task's other metrics (F1, Matthews
 correlation, Pearson/Spearman where GLUE uses them), and with ``--teacher`` the energy of
 both models per sample (``spikebert.energy``) and the reduction; prints a Markdown row.
+``--plots`` (a SpikeBERT model) also writes ``<json stem>-firing_rates.png`` and
+``<json stem>-attention.png`` (the first example's attention map) beside the JSON.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import spikebert  # noqa: F401  (registers SpikeBERT with the Auto classes)
+from spikebert.arguments import DataArguments, check_count, parse_arguments
+from spikebert.batching import TaskCollator
 from spikebert.data import compute_metrics, get_task, load_task, read_task_file
 from spikebert.energy import compare
+from spikebert.loading import check_max_length
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="saved model directory")
-    p.add_argument("--task", required=True)
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--split", default="dev", choices=("dev", "test"))
-    where.add_argument("--data_file", default=None, help="a labelled .jsonl/.csv/.tsv file")
-    p.add_argument("--data_dir", default=None, help="data folder (else $SPIKEBERT_DATA)")
-    p.add_argument("--split_seed", type=int, default=42, help="seed of all.jsonl splits")
-    p.add_argument("--teacher", default=None, help="teacher directory: adds the energy columns")
-    p.add_argument("--max_length", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--lengths", choices=("real", "padded"), default="real",
-                   help="energy: charge each sample at its real or its padded length")
-    p.add_argument("--output_json", default=None)
-    return p.parse_args(argv)
+@dataclass
+class EvaluateArguments:
+    model: str = field(default=None, metadata={"help": "saved model directory",
+                                               "required": True})
+    task: str = field(default=None, metadata={"help": "task name", "required": True})
+    split: str = field(default="dev", metadata={"help": "split of the task's data",
+                                                "choices": ["dev", "test"]})
+    data_file: str | None = field(default=None, metadata={
+        "help": "a labelled .jsonl/.csv/.tsv file (instead of --split)"})
+    teacher: str | None = field(default=None, metadata={
+        "help": "teacher directory: adds the energy columns"})
+    max_length: int | None = None
+    batch_size: int = 64
+    lengths: str = field(default="real", metadata={
+        "help": "energy: charge each sample at its real or its padded length",
+        "choices": ["real", "padded"]})
+    output_json: str | None = None
+    plots: bool = field(default=False, metadata={
+        "help": "also write firing-rate and attention-map PNGs beside --output_json"})
+
+    def __post_init__(self) -> None:
+        check_count("--batch_size", self.batch_size, 1)
+        check_count("--max_length", self.max_length, 2, none_ok=True)
+        if self.plots and not self.output_json:
+            raise ValueError("--plots writes beside --output_json; give --output_json")
 
 
 def load_classifier(path: str):
@@ -54,19 +68,6 @@ def load_classifier(path: str):
     return model.eval(), AutoTokenizer.from_pretrained(folder)
 
 
-def encode(dataset, tokenizer, spec, max_length: int, batch_size: int) -> list[dict]:
-    """Batches padded to their longest row (both models see the same tensors)."""
-    batches = []
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start:start + batch_size]
-        enc = tokenizer(*[rows[f] for f in spec.text_fields], truncation=True,
-                        max_length=max_length, padding="longest", return_tensors="pt")
-        batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-        batch["labels"] = torch.tensor(rows["label"])
-        batches.append(batch)
-    return batches
-
-
 def predict(model, batches) -> np.ndarray:
     with torch.no_grad():
         return np.concatenate([
@@ -75,7 +76,8 @@ def predict(model, batches) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    args, data = parse_arguments((EvaluateArguments, DataArguments), argv,
+                                 __doc__.split("\n\n")[0])
     spec = get_task(args.task)
     model, tokenizer = load_classifier(args.model)
     if model.config.num_labels != spec.num_labels:
@@ -84,13 +86,18 @@ def main(argv: list[str] | None = None) -> dict:
     if args.data_file:
         dataset, source = read_task_file(args.data_file, spec), args.data_file
     else:
-        data, _ = load_task(spec, data_dir=args.data_dir, seed=args.split_seed)
-        if args.split not in data:
+        splits, _ = load_task(spec, data_dir=data.data_dir, seed=data.split_seed,
+                              allow_hub=not data.no_hub)
+        if args.split not in splits:
             raise ValueError(f"task {spec.name} has no {args.split!r} split here (it has "
-                             f"{sorted(data)}); SST test sets are withheld: use --split dev")
-        dataset, source = data[args.split], args.split
-    max_length = args.max_length or getattr(model.config, "max_position_embeddings", 128)
-    batches = encode(dataset, tokenizer, spec, max_length, args.batch_size)
+                             f"{sorted(splits)}); SST test sets are withheld: use --split dev")
+        dataset, source = splits[args.split], args.split
+    positions = getattr(model.config, "max_position_embeddings", None)
+    max_length = check_max_length(args.max_length or positions or 128, "--max_length",
+                                  model=positions)
+    # batches padded to their longest row: both models see the same tensors
+    collate = TaskCollator(tokenizer, spec.text_fields, max_length, padding="longest")
+    batches = list(DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate))
     labels = np.concatenate([b["labels"].numpy() for b in batches])
     metrics = compute_metrics(spec, predict(model, batches), labels)
     result = {"task": spec.name, "model": args.model, "data": source,
@@ -119,10 +126,30 @@ def main(argv: list[str] | None = None) -> dict:
                f"{result['energy_mj']:.3f} | {result['energy_reduction']:.1f}% |")
     result["markdown_row"] = row
     if args.output_json:
-        Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output_json).write_text(json.dumps(result, indent=2))
+        out = Path(args.output_json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.plots:
+            result["plots"] = write_plots(model, tokenizer, dataset, spec, batches, out)
+        out.write_text(json.dumps(result, indent=2))
     print(row)
     return result
+
+
+def write_plots(model, tokenizer, dataset, spec, batches, out: Path) -> list[str]:
+    """Firing rates over the evaluated batches and the first example's attention map, as
+    PNGs named after ``out`` (``spikebert.plots``)."""
+    from spikebert.plots import collect_firing_rates, plot_firing_rates, plot_sentence_attention
+
+    if getattr(model.config, "model_type", None) != "spikebert":
+        raise ValueError(f"--plots needs a SpikeBERT model; {type(model).__name__} has no "
+                         f"spikes")
+    rates = collect_firing_rates(model, [{k: v for k, v in b.items() if k != "labels"}
+                                         for b in batches])
+    first = [dataset[0][f] for f in spec.text_fields]
+    paths = [plot_firing_rates(rates, out.with_name(f"{out.stem}-firing_rates.png")),
+             plot_sentence_attention(model, tokenizer, first[0] if len(first) == 1 else first,
+                                     out.with_name(f"{out.stem}-attention.png"))]
+    return [str(p) for p in paths]
 
 
 if __name__ == "__main__":

@@ -6,113 +6,116 @@ Offline (the packaged all-MiniLM-L6-v2)::
         --data_dir ../shared/data --output_dir outputs/teacher-sst2 --epochs 3
 
 Paper setting (needs the Hub): ``--model bert-base-cased``. The output folder holds the
-model, its tokenizer and ``metrics.json`` (dev metrics of the kept checkpoint).
+model, its tokenizer and ``metrics.json`` (dev metrics of the kept checkpoint). Same loop,
+checkpoints and resume (``--resume_from_checkpoint latest``) as the distillation recipes.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelerate import Accelerator
+import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from spikebert.data import (
-    add_data_arguments,
-    files_from_args,
-    get_task,
-    load_task,
-    tokenize_task,
+from spikebert.arguments import (
+    TaskDataArguments,
+    TrainingArguments,
+    as_dict,
+    check_finite,
+    parse_arguments,
 )
-from spikebert.training import (
+from spikebert.batching import TaskCollator
+from spikebert.checkpoint import atomic_write_text, data_hash, run_fingerprint, weights_hash
+from spikebert.loading import check_max_length, load_teacher, resolve_teacher
+from spikebert.trainer import (
     evaluate_model,
     finish,
-    load_teacher,
+    keep_best,
+    make_accelerator,
     make_optimizer,
-    resolve_teacher,
+    start_run,
+    steps_for_epochs,
+    train,
 )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", required=True)
-    p.add_argument("--model", default="bert-base-cased",
-                   help="encoder directory or Hub name; 'minilm' = the packaged offline MiniLM")
-    p.add_argument("--output_dir", required=True)
-    add_data_arguments(p)
-    p.add_argument("--max_length", type=int, default=128)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--warmup_ratio", type=float, default=0.1)
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--max_steps", type=int, default=None, help="overrides --epochs")
-    p.add_argument("--eval_steps", type=int, default=None, help="default: once per epoch")
-    p.add_argument("--max_train_samples", type=int, default=None)
-    p.add_argument("--seed", type=int, default=42)
-    return p.parse_args(argv)
+@dataclass
+class TeacherArguments:
+    model: str = field(default="bert-base-cased", metadata={
+        "help": "encoder directory or Hub name; 'minilm' = the packaged offline MiniLM"})
+    epochs: float = field(default=3.0, metadata={"help": "used when --max_steps is unset"})
+
+    def __post_init__(self) -> None:
+        check_finite("--epochs", self.epochs, low=0.0, low_open=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    accelerator = Accelerator()
+    teacher_args, data, args = parse_arguments(
+        (TeacherArguments, TaskDataArguments, TrainingArguments), argv,
+        __doc__.split("\n\n")[0],
+        defaults={"lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1,
+                  "lr_scheduler": "linear", "batch_size": 32, "eval_steps": 0,
+                  "max_length": 128})
+    spec, dataset, split_info = data.load()
+    accelerator = make_accelerator(args, f"teacher-{spec.name}")
     set_seed(args.seed)
-    spec = get_task(args.task)
-    data, split_info = load_task(spec, data_dir=args.data_dir, files=files_from_args(args),
-                                 seed=args.split_seed, allow_hub=not args.no_hub)
-    if args.max_train_samples:
-        data["train"] = data["train"].select(range(min(args.max_train_samples,
-                                                       len(data["train"]))))
-    model, tokenizer = load_teacher(resolve_teacher(args.model), for_classification=True,
+    model, tokenizer = load_teacher(resolve_teacher(teacher_args.model), for_classification=True,
                                     num_labels=spec.num_labels)
     if spec.is_regression:
         model.config.problem_type = "regression"
+    elif spec.label_names:
+        model.config.id2label = dict(enumerate(spec.label_names))
+        model.config.label2id = {name: i for i, name in enumerate(spec.label_names)}
     model.requires_grad_(True).train()
-    encoded = tokenize_task(data, tokenizer, args.max_length, spec)
-    train_dl = DataLoader(encoded["train"], batch_size=args.batch_size, shuffle=True)
-    dev_dl = DataLoader(encoded["dev"], batch_size=2 * args.batch_size)
+    max_length = check_max_length(data.max_length, "--max_length",
+                                  model=model.config.max_position_embeddings)
+    collate = TaskCollator(tokenizer, spec.text_fields, max_length, padding="longest")
+    train_dl = DataLoader(dataset["train"], batch_size=args.batch_size, shuffle=True,
+                          num_workers=args.num_workers, collate_fn=collate)
+    dev_dl = DataLoader(dataset["dev"], batch_size=2 * args.batch_size, collate_fn=collate)
+    per_epoch = math.ceil(len(dataset["train"]) / (args.batch_size * accelerator.num_processes))
+    if args.max_steps is None:
+        args.max_steps = steps_for_epochs(teacher_args.epochs, per_epoch,
+                                          args.gradient_accumulation_steps)
+    if not args.eval_steps:  # once per epoch, and at least at the end
+        args.eval_steps = min(max(1, per_epoch // args.gradient_accumulation_steps),
+                              args.max_steps)
+    run = start_run(accelerator, args, run_fingerprint(
+        as_dict(teacher_args, data, args), model_init=weights_hash(model),
+        data=data_hash(split_info)))
 
-    steps = args.max_steps or math.ceil(args.epochs * len(train_dl))
-    eval_steps = args.eval_steps or min(len(train_dl), steps)
-    optimizer, scheduler = make_optimizer(model, args, steps=steps, schedule="linear")
+    optimizer, scheduler = make_optimizer(model, args)
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, dev_dl, scheduler)
+    accelerator.init_trackers(f"teacher-{spec.name}", config=as_dict(teacher_args, data, args))
+
+    def loss(batch) -> dict[str, torch.Tensor]:
+        return {"loss": model(**batch).loss}
 
     out = Path(args.output_dir)
-    best: dict = {"step": -1, spec.primary_metric: -math.inf}
-    step = 0
-    progress = tqdm(total=steps, disable=not accelerator.is_main_process, desc="teacher")
-    while step < steps:
-        for batch in train_dl:
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}")
-            if step % eval_steps == 0 or step == steps:
-                metrics = evaluate_model(model, dev_dl, accelerator, spec)
-                accelerator.print(f"step {step}: dev {metrics}")
-                if metrics[spec.primary_metric] > best[spec.primary_metric]:
-                    best = {"step": step, **metrics}
-                    accelerator.wait_for_everyone()
-                    if accelerator.is_main_process:
-                        accelerator.unwrap_model(model).save_pretrained(out)
-                        tokenizer.save_pretrained(out)
-            if step >= steps:
-                break
-    progress.close()
-    result = {"task": spec.name, "model": args.model, "dev": best, "steps": steps,
-              "split": split_info}
+
+    def evaluate(step: int) -> None:
+        metrics = evaluate_model(model, dev_dl, accelerator, spec)
+        accelerator.log({f"dev_{k}": v for k, v in metrics.items()}, step=step)
+        accelerator.print(f"step {step}: dev {metrics}")
+        keep_best(accelerator, run, step, metrics, spec.primary_metric,
+                  accelerator.unwrap_model(model), tokenizer, out)
+
+    step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, loss, evaluate,
+                 desc=f"teacher ({spec.name})")
+    if step % args.eval_steps:
+        evaluate(step)
+    best = run.extra["best"]
+    if best["step"] < 0:
+        raise ValueError(f"dev {spec.primary_metric} was never a number; no teacher was saved")
+    result = {"task": spec.name, "model": teacher_args.model, "dev": best, "steps": step,
+              "split": split_info, "fingerprint": run.fingerprint}
     if accelerator.is_main_process:
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=str))
     accelerator.print(f"teacher saved to {out.resolve()} (dev {spec.primary_metric} "
                       f"{100 * best[spec.primary_metric]:.2f} at step {best['step']})")
     finish(accelerator)

@@ -1,4 +1,4 @@
-"""Stage 1: general distillation of a pre-trained BERT into SpikeBERT (SPEC.md §3).
+"""Stage 1: general distillation of a pre-trained BERT into SpikeBERT (docs/DESIGN.md §3).
 
 The student (a ``SpikeBertModel``) learns, on unlabelled text, to reproduce the teacher's
 embedding output (through an MLP) and its hidden states (each student block, averaged over
@@ -12,69 +12,68 @@ Offline quick start (the packaged MiniLM teacher, the English corpus of the data
 
 Paper-faithful defaults (needs the Hub): ``--teacher bert-base-cased --corpus
 wikipedia_en+bookcorpus``. Two CPU processes: ``accelerate launch --multi_gpu
---num_processes 2 recipes/pretrain.py ...``; GPUs and nodes: any ``accelerate config``.
+--num_processes 2 recipes/pretrain.py ...``; bf16 autocast: ``--mixed_precision bf16``.
 Resume a killed run: the same command with ``--resume_from_checkpoint latest``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from spikebert import SpikeBertModel
-from spikebert.data import check_vocab_compatible, load_corpus, pack_corpus
-from spikebert.distill import FeatureAligner
-from spikebert.training import (
-    add_training_arguments,
-    build_student_config,
-    finish,
-    load_teacher,
-    make_accelerator,
-    make_optimizer,
-    resolve_teacher,
-    teacher_dtype,
-    train_loop,
+from spikebert.arguments import (
+    DataArguments,
+    TrainingArguments,
+    as_dict,
+    check_count,
+    check_finite,
+    parse_arguments,
 )
+from spikebert.checkpoint import run_fingerprint, sha256_bytes, sha256_file, weights_hash
+from spikebert.data import check_vocab_compatible, load_corpus, pack_corpus
+from spikebert.distill import FeatureAligner, student_forward
+from spikebert.loading import build_student_config, check_max_length, load_teacher, resolve_teacher
+from spikebert.trainer import finish, make_accelerator, make_optimizer, start_run, train
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--teacher", default="bert-base-cased",
-                   help="teacher directory or Hub name; 'minilm' = the packaged offline MiniLM")
-    p.add_argument("--corpus", default="wikipedia_en+bookcorpus",
-                   help="text file, folder, name in --data_dir (corpus_en) or Hub corpus; "
-                        "join several with '+'")
-    p.add_argument("--data_dir", default=None, help="data folder (else $SPIKEBERT_DATA)")
-    p.add_argument("--preset", default="mini", help="student preset: mini | paper")
-    p.add_argument("--config", default=None, help="student config.json (instead of --preset)")
-    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="student config overrides, e.g. num_hidden_layers=4 time_steps=2")
-    p.add_argument("--seq_length", type=int, default=None,
-                   help="tokens per packed block (default: the student's max length)")
-    p.add_argument("--max_blocks", type=int, default=200_000,
-                   help="cap on packed blocks (streamed Hub corpora are unbounded)")
-    p.add_argument("--holdout_fraction", type=float, default=0.02)
-    p.add_argument("--w_emb", type=float, default=1.0, help="embedding alignment weight")
-    p.add_argument("--w_feat", type=float, default=1.0, help="feature alignment weight")
-    p.add_argument("--ignored_layers", type=int, default=0,
-                   help="first student blocks left out of the feature loss")
-    p.add_argument("--no_normalize", action="store_true",
-                   help="compare raw features (no standardisation over the batch)")
-    add_training_arguments(p, lr=5e-4, weight_decay=0.01, batch_size=16, max_steps=1000)
-    p.set_defaults(output_dir="outputs/stage1")
-    args = p.parse_args(argv)
-    if args.max_steps <= 0:
-        p.error(f"--max_steps must be positive, got {args.max_steps}")
-    return args
+@dataclass
+class Stage1Arguments:
+    teacher: str = field(default="bert-base-cased", metadata={
+        "help": "teacher directory or Hub name; 'minilm' = the packaged offline MiniLM"})
+    corpus: str = field(default="wikipedia_en+bookcorpus", metadata={
+        "help": "text file, folder, name in --data_dir (corpus_en) or Hub corpus; join with '+'"})
+    preset: str = field(default="mini", metadata={"help": "student preset: mini | paper"})
+    config: str | None = field(default=None, metadata={"help": "student config.json"})
+    override: list[str] = field(default_factory=list, metadata={
+        "help": "student config key=value pairs, e.g. num_hidden_layers=4 time_steps=2"})
+    seq_length: int | None = field(default=None, metadata={
+        "help": "tokens per packed block (default: the student's max length)"})
+    max_blocks: int = field(default=200_000, metadata={"help": "cap on packed blocks"})
+    holdout_fraction: float = 0.02
+    w_emb: float = field(default=1.0, metadata={"help": "embedding alignment weight"})
+    w_feat: float = field(default=1.0, metadata={"help": "feature alignment weight"})
+    ignored_layers: int = field(default=0, metadata={
+        "help": "first student blocks left out of the feature loss"})
+    no_normalize: bool = field(default=False, metadata={
+        "help": "compare raw features (no standardisation over the batch)"})
+
+    def __post_init__(self) -> None:
+        check_count("--seq_length", self.seq_length, 3, none_ok=True)
+        check_count("--max_blocks", self.max_blocks, 1)
+        check_count("--ignored_layers", self.ignored_layers, 0)
+        check_finite("--holdout_fraction", self.holdout_fraction, low=0.0, high=0.5)
+        check_finite("--w_emb", self.w_emb, low=0.0)
+        check_finite("--w_feat", self.w_feat, low=0.0)
+        if self.w_emb == 0 and self.w_feat == 0:
+            raise ValueError("--w_emb and --w_feat are both 0: nothing to learn")
 
 
 class Stage1(nn.Module):
@@ -87,75 +86,84 @@ class Stage1(nn.Module):
     def forward(self, batch: dict, teacher_hidden: tuple, w_emb: float, w_feat: float,
                 normalize: bool) -> dict[str, torch.Tensor]:
         mask = batch["attention_mask"]
-        out = self.student(input_ids=batch["input_ids"], attention_mask=mask,
-                           token_type_ids=batch.get("token_type_ids"))
-        emb = self.aligner.embedding_loss(out.embedding_output, teacher_hidden[0], mask)
-        feat, _ = self.aligner.feature_loss(out.features, teacher_hidden, mask, normalize)
+        _, hidden = student_forward(self.student, batch)
+        emb = self.aligner.embedding_loss(hidden[0], teacher_hidden[0], mask)
+        feat, _ = self.aligner.feature_loss(hidden[1:], teacher_hidden, mask, normalize)
         return {"loss": w_emb * emb + w_feat * feat, "loss_emb": emb, "loss_feat": feat}
 
 
-def load_blocks(args, tokenizer, seq_length: int, accelerator: Accelerator):
-    """Packed corpus blocks (cached under the output dir), split into train and held-out."""
-    parts = []
-    with accelerator.main_process_first():
-        for name in args.corpus.split("+"):
-            corpus = load_corpus(name, data_dir=args.data_dir)
-            parts.append(pack_corpus(corpus, tokenizer, seq_length,
-                                     cache_dir=Path(args.output_dir) / "cache",
-                                     max_blocks=args.max_blocks))
-    splits = [part.split_holdout(args.holdout_fraction, seed=args.seed) for part in parts]
-    train = ConcatDataset([s[0] for s in splits])
-    held = ConcatDataset([s[1] for s in splits])
-    if len(train) == 0:
-        raise ValueError(f"corpus {args.corpus!r} gave no training blocks of {seq_length} tokens")
-    return train, held
+def corpus_hash(corpora) -> str:
+    """SHA-256 over the corpora's files (or Hub ids, for streamed corpora)."""
+    parts = [sha256_file(p) for c in corpora for p in c.files] + [c.hub or "" for c in corpora]
+    return sha256_bytes("\n".join(parts).encode())
 
 
 def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
+    stage, data, args = parse_arguments(
+        (Stage1Arguments, DataArguments, TrainingArguments), argv, __doc__.split("\n\n")[0],
+        defaults={"lr": 5e-4, "weight_decay": 0.01, "batch_size": 16, "max_steps": 1000})
     accelerator = make_accelerator(args, "stage1",
-                                   find_unused_parameters=args.w_emb == 0 or args.w_feat == 0)
+                                   find_unused_parameters=stage.w_emb == 0 or stage.w_feat == 0)
     set_seed(args.seed)
 
-    teacher, tokenizer = load_teacher(resolve_teacher(args.teacher))
-    config = build_student_config(args.preset, args.config, args.override, tokenizer)
+    teacher, tokenizer = load_teacher(resolve_teacher(stage.teacher))
+    config = build_student_config(stage.preset, stage.config, stage.override, tokenizer)
     check_vocab_compatible(tokenizer, config.vocab_size)
-    seq_length = args.seq_length or config.max_position_embeddings
-    train, held = load_blocks(args, tokenizer, seq_length, accelerator)
-
+    seq_length = check_max_length(stage.seq_length or config.max_position_embeddings,
+                                  "--seq_length", student=config.max_position_embeddings,
+                                  teacher=teacher.config.max_position_embeddings)
+    corpora = [load_corpus(name, data_dir=data.data_dir, allow_hub=not data.no_hub)
+               for name in stage.corpus.split("+")]
     student = SpikeBertModel(config)
     aligner = FeatureAligner(config.hidden_size, teacher.config.hidden_size,
-                             config.num_hidden_layers, args.ignored_layers)
+                             config.num_hidden_layers, stage.ignored_layers)
     model = Stage1(student, aligner)
+    run = start_run(accelerator, args, run_fingerprint(
+        as_dict(stage, data, args), teacher=weights_hash(teacher),
+        student_init=weights_hash(model), corpus=corpus_hash(corpora)))
+
+    parts = []
+    with accelerator.main_process_first():  # the main process packs and caches first
+        for corpus in corpora:
+            parts.append(pack_corpus(corpus, tokenizer, seq_length,
+                                     cache_dir=Path(args.output_dir) / "cache",
+                                     max_blocks=stage.max_blocks))
+    splits = [part.split_holdout(stage.holdout_fraction, seed=args.seed) for part in parts]
+    train_set, held = ConcatDataset([s[0] for s in splits]), ConcatDataset([s[1] for s in splits])
+    if len(train_set) < args.batch_size:
+        raise ValueError(f"corpus {stage.corpus!r} gave {len(train_set)} training blocks of "
+                         f"{seq_length} tokens, fewer than --batch_size {args.batch_size}")
+
     optimizer, scheduler = make_optimizer(model, args)
-    train_dl = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
+    train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                           num_workers=args.num_workers)
     held_dl = DataLoader(held, batch_size=args.batch_size)
     model, optimizer, train_dl, held_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, held_dl, scheduler)
-    teacher.to(accelerator.device, teacher_dtype(accelerator.device))
+    teacher.to(accelerator.device)
+    accelerator.init_trackers("stage1", config=as_dict(stage, data, args))
 
     def losses(batch) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             hidden = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              token_type_ids=batch.get("token_type_ids"),
                              output_hidden_states=True).hidden_states
-        return model(batch, hidden, args.w_emb, args.w_feat, not args.no_normalize)
+        return model(batch, hidden, stage.w_emb, stage.w_feat, not stage.no_normalize)
 
     def held_out(step: int) -> None:
         if not len(held):
             return
         model.eval()
         total, count = 0.0, 0
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():
             for batch in held_dl:
                 loss = accelerator.gather_for_metrics(losses(batch)["loss"].reshape(1))
-                total, count = total + loss.sum().item(), count + loss.numel()
+                total, count = total + loss.float().sum().item(), count + loss.numel()
         model.train()
         accelerator.log({"heldout_loss": total / max(count, 1)}, step=step)
 
-    step = train_loop(accelerator, args, model, optimizer, scheduler, train_dl, losses, held_out,
-                      desc="stage 1", tokens_per_sample=seq_length)
+    step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, losses, held_out,
+                 desc="stage 1", tokens_per_sample=seq_length)
     held_out(step)
 
     out_dir = Path(args.output_dir)
@@ -167,9 +175,10 @@ def main(argv: list[str] | None = None) -> Path:
                   str(out_dir / "aligner.safetensors"))
         tokenizer.save_pretrained(out_dir)
         (out_dir / "stage1.json").write_text(json.dumps(
-            {"teacher": args.teacher, "corpus": args.corpus, "steps": step,
-             "train_blocks": len(train), "heldout_blocks": len(held),
-             "seq_length": seq_length, "seed": args.seed}, indent=2))
+            {"teacher": stage.teacher, "corpus": stage.corpus, "steps": step,
+             "train_blocks": len(train_set), "heldout_blocks": len(held),
+             "seq_length": seq_length, "seed": args.seed, "fingerprint": run.fingerprint},
+            indent=2))
     accelerator.print(f"stage-1 student saved to {out_dir.resolve()}")
     finish(accelerator)
     return out_dir

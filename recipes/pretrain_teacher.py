@@ -18,156 +18,144 @@ the tokenizer saved at the start is reused, not retrained.
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
-from spikebert.data import get_task, load_corpus, load_task, pack_corpus
-from spikebert.training import (
-    add_training_arguments,
-    finish,
-    make_accelerator,
-    make_optimizer,
-    resolve_resume,
-    train_loop,
+from spikebert.arguments import (
+    DataArguments,
+    TrainingArguments,
+    as_dict,
+    check_count,
+    check_finite,
+    parse_arguments,
 )
+from spikebert.checkpoint import data_hash, run_fingerprint, sha256_bytes, sha256_file
+from spikebert.data import get_task, load_corpus, load_task, pack_corpus
+from spikebert.trainer import finish, make_accelerator, make_optimizer, start_run, train
 from spikebert.wordpiece import train_wordpiece, unknown_rate
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--corpus", default="corpus_zh",
-                   help="text file, folder or name in --data_dir; join several with '+'")
-    p.add_argument("--tasks", nargs="*", default=[],
-                   help="tasks whose training texts join the tokenizer and MLM text")
-    p.add_argument("--data_dir", default=None, help="data folder (else $SPIKEBERT_DATA)")
-    p.add_argument("--split_seed", type=int, default=42, help="seed of the tasks' splits")
-    p.add_argument("--vocab_size", type=int, default=8000)
-    p.add_argument("--min_frequency", type=int, default=2)
-    p.add_argument("--num_layers", type=int, default=4)
-    p.add_argument("--hidden_size", type=int, default=256)
-    p.add_argument("--num_heads", type=int, default=4)
-    p.add_argument("--intermediate_size", type=int, default=1024)
-    p.add_argument("--max_position_embeddings", type=int, default=512)
-    p.add_argument("--seq_length", type=int, default=128, help="tokens per packed block")
-    p.add_argument("--mlm_probability", type=float, default=0.15)
-    p.add_argument("--holdout_fraction", type=float, default=0.02)
-    add_training_arguments(p, lr=5e-4, weight_decay=0.01, batch_size=32, max_steps=1000,
-                           scheduler="linear")
-    args = p.parse_args(argv)
-    if args.max_steps <= 0:
-        p.error(f"--max_steps must be positive, got {args.max_steps}")
-    if not 0 < args.mlm_probability < 1:
-        p.error(f"--mlm_probability must be in (0, 1), got {args.mlm_probability}")
-    if args.hidden_size % args.num_heads:
-        p.error(f"--hidden_size {args.hidden_size} is not a multiple of --num_heads "
-                f"{args.num_heads}")
-    if not 3 <= args.seq_length <= args.max_position_embeddings:
-        p.error(f"--seq_length must be in [3, --max_position_embeddings="
-                f"{args.max_position_embeddings}], got {args.seq_length}")
-    return args
+@dataclass
+class TeacherMLMArguments:
+    corpus: str = field(default="corpus_zh", metadata={
+        "help": "text file, folder or name in --data_dir; join several with '+'"})
+    tasks: list[str] = field(default_factory=list, metadata={
+        "help": "tasks whose training texts join the tokenizer and MLM text"})
+    vocab_size: int = 8000
+    min_frequency: int = 2
+    num_layers: int = 4
+    hidden_size: int = 256
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 512
+    seq_length: int = field(default=128, metadata={"help": "tokens per packed block"})
+    mlm_probability: float = 0.15
+    holdout_fraction: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "min_frequency", "num_layers", "hidden_size", "num_heads",
+                     "intermediate_size"):
+            check_count(f"--{name}", getattr(self, name), 1)
+        check_finite("--mlm_probability", self.mlm_probability, low=0.0, high=1.0, low_open=True)
+        if self.mlm_probability == 1.0:
+            raise ValueError("--mlm_probability must be below 1, got 1.0")
+        check_finite("--holdout_fraction", self.holdout_fraction, low=0.0, high=0.5)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"--hidden_size {self.hidden_size} is not a multiple of "
+                             f"--num_heads {self.num_heads}")
+        if not 3 <= self.seq_length <= self.max_position_embeddings:
+            raise ValueError(f"--seq_length must be in [3, --max_position_embeddings="
+                             f"{self.max_position_embeddings}], got {self.seq_length}")
 
 
-def training_texts(args) -> tuple[list[str], dict[str, list[str]]]:
-    """Corpus lines, and each task's training texts (both sides of a pair)."""
-    corpus = [line for name in args.corpus.split("+")
-              for line in load_corpus(name, data_dir=args.data_dir).iter_texts()]
-    tasks = {}
-    for name in args.tasks:
+def training_texts(mlm: TeacherMLMArguments, data: DataArguments):
+    """Corpus lines, each task's training texts (both sides of a pair), and a hash of all
+    the sources (corpus files, task files, split seed)."""
+    corpora = [load_corpus(name, data_dir=data.data_dir, allow_hub=not data.no_hub)
+               for name in mlm.corpus.split("+")]
+    corpus = [line for c in corpora for line in c.iter_texts()]
+    tasks, sources = {}, [sha256_file(p) for c in corpora for p in c.files]
+    for name in mlm.tasks:
         spec = get_task(name)
-        train = load_task(spec, data_dir=args.data_dir, seed=args.split_seed)[0]["train"]
-        tasks[spec.name] = [t for field in spec.text_fields for t in train[field] if t]
-    return corpus, tasks
-
-
-def mask_tokens(input_ids: torch.Tensor, tokenizer, probability: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's masking: each non-special token is chosen with ``probability``; a chosen token
-    becomes [MASK] (80%), a random token (10%) or stays (10%). Returns (inputs, labels) with
-    labels -100 where nothing is predicted. Draws from ``generator`` (else the global RNG,
-    which checkpoints save and resume restores)."""
-    where = input_ids.device if generator is None else "cpu"  # a Generator lives on the CPU
-
-    def draw(p: float) -> torch.Tensor:
-        return torch.rand(input_ids.shape, generator=generator, device=where).to(
-            input_ids.device) < p
-
-    special = torch.zeros_like(input_ids, dtype=torch.bool)
-    for token_id in tokenizer.all_special_ids:
-        special |= input_ids == token_id
-    chosen = draw(probability) & ~special
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    to_mask = chosen & draw(0.8)
-    to_random = chosen & ~to_mask & draw(0.5)
-    random_ids = torch.randint(len(tokenizer), input_ids.shape, generator=generator,
-                               device=where).to(input_ids.device)
-    inputs = torch.where(to_mask, torch.full_like(input_ids, tokenizer.mask_token_id), input_ids)
-    return torch.where(to_random, random_ids, inputs), labels
-
-
-def get_tokenizer(args, texts: list[str], reuse_saved: bool):
-    """The tokenizer saved in ``output_dir`` (when resuming, and on every process but the
-    main one, which trains and saves it first), else a newly trained one."""
-    out = Path(args.output_dir)
-    if reuse_saved and (out / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(out)
-    return train_wordpiece(texts, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
-                           model_max_length=args.max_position_embeddings)
+        dataset, info = load_task(spec, data_dir=data.data_dir, seed=data.split_seed,
+                                  allow_hub=not data.no_hub)
+        tasks[spec.name] = [t for f in spec.text_fields for t in dataset["train"][f] if t]
+        sources.append(data_hash(info))
+    return corpus, tasks, sha256_bytes("\n".join(sources).encode())
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    mlm, data, args = parse_arguments(
+        (TeacherMLMArguments, DataArguments, TrainingArguments), argv, __doc__.split("\n\n")[0],
+        defaults={"lr": 5e-4, "weight_decay": 0.01, "batch_size": 32, "max_steps": 1000,
+                  "lr_scheduler": "linear"})
     accelerator = make_accelerator(args, "teacher_mlm")
     set_seed(args.seed)
     out = Path(args.output_dir)
-    corpus, tasks = training_texts(args)
+    corpus, tasks, sources_hash = training_texts(mlm, data)
     texts = corpus + [t for task_texts in tasks.values() for t in task_texts]
     if not texts:
-        raise ValueError(f"no text in --corpus {args.corpus!r} or --tasks {args.tasks}")
-    resuming = resolve_resume(args.resume_from_checkpoint, args.output_dir) is not None
-    with accelerator.main_process_first():
-        tokenizer = get_tokenizer(args, texts, resuming or not accelerator.is_main_process)
-        if accelerator.is_main_process:
-            tokenizer.save_pretrained(out)
-        blocks = pack_corpus(texts, tokenizer, args.seq_length, cache_dir=out / "cache")
-    train, held = blocks.split_holdout(args.holdout_fraction, seed=args.seed)
-    if len(train) < args.batch_size:
-        raise ValueError(f"{len(train)} training blocks of {args.seq_length} tokens are fewer "
-                         f"than --batch_size {args.batch_size}; add text or shorten blocks")
+        raise ValueError(f"no text in --corpus {mlm.corpus!r} or --tasks {mlm.tasks}")
+    run = start_run(accelerator, args, run_fingerprint(as_dict(mlm, data, args),
+                                                       data=sources_hash))
 
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.hidden_size,
-                        num_hidden_layers=args.num_layers, num_attention_heads=args.num_heads,
-                        intermediate_size=args.intermediate_size,
-                        max_position_embeddings=args.max_position_embeddings,
+    # the main process trains the tokenizer and saves it; a resumed run and the other
+    # processes load that copy, so every process and every restart use the same vocabulary
+    with accelerator.main_process_first():
+        if (run.resume_from is not None or not accelerator.is_main_process) and (
+                out / "tokenizer.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(out)
+        else:
+            tokenizer = train_wordpiece(texts, vocab_size=mlm.vocab_size,
+                                        min_frequency=mlm.min_frequency,
+                                        model_max_length=mlm.max_position_embeddings)
+            tokenizer.save_pretrained(out)
+        blocks = pack_corpus(texts, tokenizer, mlm.seq_length, cache_dir=out / "cache")
+    train_set, held = blocks.split_holdout(mlm.holdout_fraction, seed=args.seed)
+    if len(train_set) < args.batch_size:
+        raise ValueError(f"{len(train_set)} training blocks of {mlm.seq_length} tokens are "
+                         f"fewer than --batch_size {args.batch_size}; add text or shorten blocks")
+
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=mlm.hidden_size,
+                        num_hidden_layers=mlm.num_layers, num_attention_heads=mlm.num_heads,
+                        intermediate_size=mlm.intermediate_size,
+                        max_position_embeddings=mlm.max_position_embeddings,
                         pad_token_id=tokenizer.pad_token_id)
     model = BertForMaskedLM(config)
     optimizer, scheduler = make_optimizer(model, args)
-    train_dl = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
+    train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                           num_workers=args.num_workers)
-    held_masks = torch.Generator().manual_seed(args.seed)  # the same held-out masks each time
+    # BERT's masking (15%, then 80% [MASK] / 10% random / 10% kept). Training masks draw from
+    # the global RNG when the loss is computed (checkpoints save it: exact resume); the
+    # held-out masks come from a seeded generator, the same at every evaluation.
+    masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm.mlm_probability)
+    held_masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm.mlm_probability,
+                                                  seed=args.seed)
     held_batches = []
     for batch in DataLoader(held, batch_size=args.batch_size):
-        inputs, labels = mask_tokens(batch["input_ids"], tokenizer, args.mlm_probability,
-                                     held_masks)
+        inputs, labels = held_masker.torch_mask_tokens(batch["input_ids"].clone())
         held_batches.append({**batch, "input_ids": inputs, "labels": labels})
     model, optimizer, train_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, scheduler)
+    accelerator.init_trackers("teacher_mlm", config=as_dict(mlm, data, args))
 
     def mlm_loss(batch) -> dict[str, torch.Tensor]:
-        inputs, labels = mask_tokens(batch["input_ids"], tokenizer, args.mlm_probability)
-        return {"loss": model(**{**batch, "input_ids": inputs, "labels": labels}).loss}
+        inputs, labels = masker.torch_mask_tokens(batch["input_ids"].cpu().clone())
+        batch = {**batch, "input_ids": inputs.to(accelerator.device),
+                 "labels": labels.to(accelerator.device)}
+        return {"loss": model(**batch).loss}
 
     def held_out(step: int) -> dict[str, float]:
         """Masked-token loss and accuracy on the held-out blocks (same masks every time)."""
         model.eval()
         loss_sum, correct, count = 0.0, 0, 0
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():
             for batch in held_batches:
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
@@ -182,15 +170,15 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.log(metrics, step=step)
         return metrics
 
-    step = train_loop(accelerator, args, model, optimizer, scheduler, train_dl, mlm_loss,
-                      held_out, desc="teacher MLM", tokens_per_sample=args.seq_length)
+    step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, mlm_loss,
+                 held_out, desc="teacher MLM", tokens_per_sample=mlm.seq_length)
     final = held_out(step)
-    result = {"corpus": args.corpus, "tasks": list(tasks), "steps": step,
-              "vocab_size": len(tokenizer), "train_blocks": len(train),
-              "heldout_blocks": len(held), "seq_length": args.seq_length,
+    result = {"corpus": mlm.corpus, "tasks": list(tasks), "steps": step,
+              "vocab_size": len(tokenizer), "train_blocks": len(train_set),
+              "heldout_blocks": len(held), "seq_length": mlm.seq_length,
               "corpus_lines": len(corpus), "task_texts": {k: len(v) for k, v in tasks.items()},
               "unknown_rate": {k: unknown_rate(tokenizer, v) for k, v in tasks.items()},
-              **final}
+              "fingerprint": run.fingerprint, **final}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(out, safe_serialization=True)

@@ -18,6 +18,7 @@ from .modeling_spikebert import (
     SpikeBertPreTrainedModel,
     SpikeBertSequenceClassifierOutput,
 )
+from .neurons import record_firing_rates
 
 AutoConfig.register(SpikeBertConfig.model_type, SpikeBertConfig, exist_ok=True)
 AutoModel.register(SpikeBertConfig, SpikeBertModel, exist_ok=True)
@@ -32,4 +33,5 @@ __all__ = [
     "SpikeBertModelOutput",
     "SpikeBertPreTrainedModel",
     "SpikeBertSequenceClassifierOutput",
+    "record_firing_rates",
 ]

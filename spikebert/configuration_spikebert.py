@@ -3,7 +3,7 @@
 >>> from spikebert import SpikeBertConfig
 >>> config = SpikeBertConfig.from_preset("mini", num_labels=2)
 
-Where the paper and the authors' code disagree (SPEC.md §2) the choice is a config value; the
+Where the paper and the authors' code disagree (docs/DESIGN.md §2) the choice is a config value; the
 defaults follow the authors' code except where noted (learned positions, masked attention and
 masked pooling are improvements over it).
 """
@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from spike_kernels.surrogate import SURROGATE_NAMES
+
 POSITION_EMBEDDING_TYPES = ("learned", "none")
 INPUT_ENCODINGS = ("heaviside", "lif")
 POOLINGS = ("mean", "mean_all")
@@ -24,9 +26,7 @@ BACKENDS = {
     "spikingjelly": ("auto", "torch", "cupy", "triton"),
 }
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
-SURROGATES = (
-    "sigmoid", "atan", "piecewise_quadratic", "piecewise_exp", "soft_sign", "super_spike", "erf",
-)
+SPIKE_DTYPES = ("auto", "input")
 
 # Named presets (see SpikeBertConfig.from_preset). Sizes and why (measured on a shared
 # 2-core CPU, torch 2.13, fp32, AdamW, one training step = forward + backward + update):
@@ -116,7 +116,7 @@ class SpikeBertConfig(PretrainedConfig):
         use_attention_mask (True): mask pad tokens as keys/values in attention. False is the
             authors' code: pads are attended to (padding then changes the logits).
 
-    Neurons (SpikingJelly LIFNode semantics, SPEC.md §1; every LIF in the model):
+    Neurons (SpikingJelly LIFNode semantics, docs/DESIGN.md §1; every LIF in the model):
         tau (float, 2.0): membrane time constant, > 1 (stage-2 script 2.0; stage-1 default 10).
         beta (float or None): alternative to tau, the paper's decay rate in (0, 1) (0.9 in the
             paper): the snnTorch form U[t] = beta U[t-1] + X[t], i.e. tau = 1 / (1 - beta) and
@@ -129,8 +129,8 @@ class SpikeBertConfig(PretrainedConfig):
         v_reset (float or None, 0.0): hard reset to this value; None selects the soft
             (subtract-threshold) reset. Must be below the thresholds.
         detach_reset (bool, True): no gradient through the reset term.
-        surrogate (str, "atan"): surrogate gradient of the spike: one of sigmoid, atan,
-            piecewise_quadratic, piecewise_exp, soft_sign, super_spike, erf.
+        surrogate (str, "atan"): surrogate gradient of the spike, one of
+            ``spike_kernels.SURROGATE_NAMES``.
         surrogate_alpha (float or None): its sharpness; None takes the surrogate's default
             (2.0 for atan).
         attention_scale (float, 0.125): scale applied to Q K^T V before the attention LIF.
@@ -153,6 +153,10 @@ class SpikeBertConfig(PretrainedConfig):
             CPU), "triton", "torch"; spikingjelly: "auto" (= "torch"), "torch", "cupy", "triton".
         lif_recompute (True): the LIFs save only their input and recompute the membrane in
             backward instead of saving it.
+        spike_dtype ("auto"): "auto" emits spikes in the autocast dtype when autocast is on
+            (bf16 under ``torch.autocast``/``--mixed_precision bf16``: 0/1 is exact, the next
+            matmul reads them without a cast; membranes stay fp32), else in the input's dtype;
+            "input" always in the dtype of the neuron's input.
         gradient_checkpointing (False): activation checkpointing of every block (Hugging Face's
             mechanism: consumed when the model is built, like calling
             ``model.activation_checkpointing_enable()`` (transformers 5) or
@@ -191,6 +195,7 @@ class SpikeBertConfig(PretrainedConfig):
         neuron_impl: str = "spike_kernels",
         backend: str = "auto",
         lif_recompute: bool = True,
+        spike_dtype: str = "auto",
         gradient_checkpointing: bool = False,
         pad_token_id: int | None = 0,
         **kwargs,
@@ -240,7 +245,7 @@ class SpikeBertConfig(PretrainedConfig):
         self.detach_reset = _bool("detach_reset", detach_reset)
         if not isinstance(surrogate, str):
             raise TypeError(f"surrogate must be a name (str), got {type(surrogate).__name__}")
-        self.surrogate = _choice("surrogate", surrogate.lower(), SURROGATES)
+        self.surrogate = _choice("surrogate", surrogate.lower(), SURROGATE_NAMES)
         self.surrogate_alpha = (None if surrogate_alpha is None
                                 else _float("surrogate_alpha", surrogate_alpha, positive=True))
         self.attention_scale = _float("attention_scale", attention_scale, positive=True)
@@ -251,6 +256,7 @@ class SpikeBertConfig(PretrainedConfig):
         self.backend = _choice(f"backend (for neuron_impl={neuron_impl!r})", backend,
                                BACKENDS[neuron_impl])
         self.lif_recompute = _bool("lif_recompute", lif_recompute)
+        self.spike_dtype = _choice("spike_dtype", spike_dtype, SPIKE_DTYPES)
         self.gradient_checkpointing = _bool("gradient_checkpointing", gradient_checkpointing)
         if pad_token_id is not None:
             _int("pad_token_id", pad_token_id, 0)

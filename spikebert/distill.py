@@ -1,4 +1,4 @@
-"""Distillation losses of SpikeBERT's two stages (SPEC.md §3).
+"""Distillation losses of SpikeBERT's two stages (docs/DESIGN.md §3).
 
 Stage 1 (general distillation, unlabelled text)::
 
@@ -22,9 +22,19 @@ teacher's pattern over tokens rather than its magnitude; the MSE is taken over r
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def student_forward(model, batch: dict) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """A SpikeBERT forward and its hidden states as transformers' BERT orders them:
+    ``(embedding output, block 1 output averaged over T, ..., block N ...)``, each [B, L, D]."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                token_type_ids=batch.get("token_type_ids"), output_hidden_states=True)
+    return out, out.hidden_states
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Theoretical inference energy of SpikeBERT and of its BERT teacher (SPEC.md §4, Appendix D).
+"""Theoretical inference energy of SpikeBERT and of its BERT teacher (docs/DESIGN.md §4).
 
 45 nm costs (Horowitz 2014): a multiply-accumulate E_MAC = 4.6 pJ, an accumulate E_AC = 0.9 pJ.
 
@@ -31,17 +31,15 @@ Check against the paper: BERT-base at 128 tokens is 11.18 G MACs here, 51.4 mJ; 
 102.24 mJ (MR) is 1.99 times that, so it seems to charge 2 FLOPs per MAC, at least for BERT.
 Compare the ratio (the paper: SpikeBERT needs 27.82% of BERT's energy on average), not mJ.
 
-``python -m spikebert.energy --model DIR --teacher DIR --task NAME --data_dir DIR`` prints
-the paper's Table-2 rows for the task, plus the per-layer table with ``--per_layer``.
+One entry point: :func:`compare` (``recipes/evaluate.py --teacher DIR`` calls it);
+:func:`format_table` and :func:`format_table2` print its report.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -106,7 +104,6 @@ class EnergyReport:
     teacher: ModelCost
     lengths: str = "real"
     time_steps: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -191,35 +188,36 @@ def measure_student(model: nn.Module, batches: Iterable[Mapping[str, torch.Tenso
     ``attention_mask`` [, ``token_type_ids``, ``labels``] (labels give the accuracy)."""
     if lengths not in LENGTH_MODES:
         raise ValueError(f"lengths must be one of {LENGTH_MODES}, got {lengths!r}")
-    from .modeling_spikebert import SpikingSelfAttention
+    from .modeling_spikebert import SpikingLinear, SpikingQKV
 
     config = model.config
     T, H = config.time_steps, config.num_attention_heads
     tally, state = _Tally(getattr(model, "base_model_prefix", "")), {}
     device = next(model.parameters()).device
 
+    def charge(name: str, x: torch.Tensor, n_in: int, n_out: int) -> None:
+        if x.dim() == 4:  # [T, B, L, in]: per token
+            rows = float(state["counted"].sum())
+            x = x * state["counted"][None, :, :, None]
+        else:  # [T, B, in]: the pooled head
+            rows = x.shape[1]
+        flops = rows * n_in * n_out  # dense MACs of one step
+        if _is_spikes(x):
+            tally.add(name, "AC", flops, float(x.sum()) * n_out)
+        else:  # real-valued input: MACs at every step
+            tally.add(name, "MAC", flops, T * flops)
+
     def linear_hook(name):
-        def hook(module: nn.Linear, inputs, output):
-            x = inputs[0]
-            n_in, n_out = module.in_features, module.out_features
-            if x.dim() == 4:  # [T, B, L, in]: per token
-                rows = float(state["counted"].sum())
-                x = x * state["counted"][None, :, :, None]
-            else:  # [T, B, in]: the pooled head
-                rows = x.shape[1]
-            flops = rows * n_in * n_out  # dense MACs of one step
-            if _is_spikes(x):
-                tally.add(name, "AC", flops, float(x.sum()) * n_out)
-            else:  # real-valued input: MACs at every step
-                tally.add(name, "MAC", flops, T * flops)
+        # a spiking layer's own input [T, B, L, in] (its Linear may run once for all steps
+        # when the input is the same at every step; the hardware still runs T steps)
+        def hook(module, inputs):
+            linear = module if isinstance(module, nn.Linear) else module.linear
+            charge(name, inputs[0], linear.in_features, linear.out_features)
         return hook
 
-    def attention_hook(name, which):
-        def hook(module, inputs, output):
-            state[which] = output
-            if which != "value":
-                return
-            q, k, v = state.pop("query"), state.pop("key"), output
+    def attention_hook(name):
+        def hook(module, inputs, output):  # output: Q, K, V spikes [T, B, L, 3, D]
+            q, k, v = output.unbind(3)
             counted, keys = state["counted"], state["keys"]
             T_, B, L, D = q.shape
             per_head = lambda s, m: (s * m[None, :, :, None]).view(T_, B, L, H, D // H).sum(2)
@@ -231,14 +229,17 @@ def measure_student(model: nn.Module, batches: Iterable[Mapping[str, torch.Tenso
             tally.add(f"{name}.av", "AC", flops, av)
         return hook
 
-    handles = []
+    handles, inside = [], set()
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook(name)))
-        elif isinstance(module, SpikingSelfAttention):
-            for which in ("query", "key", "value"):
-                handles.append(getattr(module, which).register_forward_hook(
-                    attention_hook(name, which)))
+        if isinstance(module, SpikingLinear | SpikingQKV):
+            handles.append(module.register_forward_pre_hook(linear_hook(f"{name}.linear")))
+            inside.add(f"{name}.linear")
+        if isinstance(module, SpikingQKV):
+            handles.append(module.register_forward_hook(
+                attention_hook(name.removesuffix(".qkv"))))
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name not in inside:
+            handles.append(module.register_forward_pre_hook(linear_hook(name)))
     base = getattr(model, "spikebert", model)
     n_tables = 1 + (base.embeddings.position_embeddings is not None) + (
         base.embeddings.token_type_embeddings is not None)
@@ -369,82 +370,3 @@ def format_table2(report: EnergyReport, dataset: str) -> str:
         f"{report.student.energy_mj:.2f} | {100 * report.reduction:.2f}%↓ | "
         f"{acc(report.student.accuracy)} |",
     ])
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-
-def _encode(dataset, tokenizer, max_length: int, batch_size: int, max_samples: int | None,
-            padding: str = "longest"):
-    cols = dataset.column_names
-    fields = ["text"] if "text" in cols else ["text_a", "text_b"]
-    if any(f not in cols for f in fields):
-        raise ValueError(f"expected a 'text' or 'text_a'/'text_b' column, got {cols}")
-    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-    batches = []
-    for start in range(0, n, batch_size):
-        rows = dataset[start:min(start + batch_size, n)]
-        enc = tokenizer(*[rows[f] for f in fields], truncation=True, max_length=max_length,
-                        padding=padding, return_tensors="pt")
-        batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")
-                 if k in enc}
-        if "label" in rows:
-            batch["labels"] = torch.tensor(rows["label"])
-        batches.append(batch)
-    return batches
-
-
-def main(argv: list[str] | None = None) -> EnergyReport:
-    p = argparse.ArgumentParser(
-        prog="python -m spikebert.energy",
-        description="Energy per sample of a SpikeBERT model vs its BERT teacher (Table 2).")
-    p.add_argument("--model", required=True, help="saved SpikeBERT directory")
-    p.add_argument("--teacher", required=True, help="saved Hugging Face BERT directory")
-    p.add_argument("--task", required=True, help="task name (spikebert.data), e.g. sst2")
-    p.add_argument("--data_dir", default=None, help="folder with <task>/{train,dev,test}.jsonl")
-    p.add_argument("--split", default=None, help="split to measure (default: test, else dev)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer (default: the teacher's)")
-    p.add_argument("--max_length", type=int, default=None,
-                   help="truncate to this many tokens (default: the student's maximum)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--max_samples", type=int, default=None)
-    p.add_argument("--lengths", choices=LENGTH_MODES, default="real",
-                   help="charge each sample at its real length, or (padded) at max_length, "
-                        "every sample padded to it as in the paper")
-    p.add_argument("--per_layer", action="store_true", help="also print the per-layer table")
-    args = p.parse_args(argv)
-
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-    import spikebert  # noqa: F401  (registers the Auto classes)
-    from spikebert.data import load_task
-
-    student = AutoModelForSequenceClassification.from_pretrained(args.model)
-    try:
-        teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher)
-    except (ValueError, OSError):
-        teacher = AutoModel.from_pretrained(args.teacher)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.teacher)
-    data, _ = load_task(args.task, data_dir=args.data_dir)
-    split = args.split or ("test" if "test" in data else "dev")
-    if split not in data:
-        raise SystemExit(f"task {args.task!r} has no split {split!r} (has {list(data)})")
-    max_length = args.max_length or student.config.max_position_embeddings
-    padding = "max_length" if args.lengths == "padded" else "longest"
-    batches = _encode(data[split], tokenizer, max_length, args.batch_size, args.max_samples,
-                      padding)
-    report = compare(student, teacher, batches, args.lengths)
-    if args.per_layer:
-        print(format_table(report))
-        print()
-    print(format_table2(report, f"{args.task} ({split}, {report.student.num_samples})"))
-    print(f"SpikeBERT needs {report.ratio:.2%} of BERT's energy (lengths={args.lengths}, "
-          f"T={report.time_steps}, E_MAC={E_MAC_PJ} pJ, E_AC={E_AC_PJ} pJ)")
-    if not math.isfinite(report.ratio):
-        raise SystemExit("energy ratio is not finite")
-    return report
-
-
-if __name__ == "__main__":
-    main()

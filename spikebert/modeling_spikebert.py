@@ -1,24 +1,29 @@
-"""SpikeBERT: a spiking Transformer for text classification (Lv et al. 2023), SPEC.md §2.
+"""SpikeBERT: a spiking Transformer for text classification (Lv et al. 2023), docs/DESIGN.md §2.
 
 Every tensor inside the encoder is time-first, ``[T, B, L, D]``::
 
     embedding  E = word(ids) + position + token type               [B, L, D]  (real-valued)
     spikes     X = Heaviside(E) at every step (or a LIF of E)      [T, B, L, D]
-    block      Q, K, V = LIF(LayerNorm(Linear(X)))                 per head [T, B, H, L, Dh]
+    block      Q, K, V = LIF(LayerNorm_{q,k,v}(X W_qkv + b))       one matmul, 3 LayerNorms
                A = LIF_attn(scale * (Q K^T) V)                     fused op, no softmax
                X = X + LIF(LayerNorm(Linear(A)))
                X = X + LIF(LN(Linear(LIF(LN(Linear(X, 4D))))), D)  spiking MLP
-    feature    F_i = mean over T of block i's output               [B, L, D]  (distillation)
     head       logits = mean_T Linear(pool_L(LayerNorm(X)))        [B, num_labels]
+
+``output_hidden_states=True`` returns, as Hugging Face's BERT does, the embedding output ``E``
+followed by each block's output averaged over T (``[B, L, D]`` each: what distillation
+aligns with the teacher's hidden states); ``output_attentions=True`` returns each block's
+``Q K^T`` at the last step. Firing rates: :func:`spikebert.neurons.record_firing_rates`.
 
 Residuals add spike tensors, so the stream holds small non-negative integers. Pad tokens are
 masked as keys/values in attention and left out of the mean pooling; since everything else is
 per token, padding cannot change the logits (exactly: products of spikes are exact integers).
+Work is not repeated over time steps where the input does not change: with the Heaviside
+encoding the first block's Q/K/V projection runs once and is shared by all T steps.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,6 +36,7 @@ from transformers.utils import ModelOutput
 import spike_kernels
 
 from .configuration_spikebert import SpikeBertConfig
+from .neurons import make_neuron, spike_dtype_for
 
 try:  # transformers >= 5: initialisers that skip weights loaded from a checkpoint
     from transformers import initialization as _init
@@ -39,93 +45,57 @@ except ImportError:  # pragma: no cover - transformers 4.x
 
 
 # --------------------------------------------------------------------------------------------
-# neurons
-
-
-class LIFNeuron(nn.Module):
-    """Stateless multi-step LIF over the leading time dim (``spike_kernels.lif``)."""
-
-    def __init__(self, config: SpikeBertConfig, v_threshold: float) -> None:
-        super().__init__()
-        self.kwargs = dict(
-            tau=config.tau, decay_input=config.decay_input, v_threshold=v_threshold,
-            v_reset=config.v_reset, surrogate=config.surrogate, alpha=config.surrogate_alpha,
-            detach_reset=config.detach_reset, backend=config.backend,
-            recompute=config.lif_recompute,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return spike_kernels.lif(x, **self.kwargs)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-
-
-class SpikingJellyNeuron(nn.Module):
-    """The same neuron as SpikingJelly's ``LIFNode(step_mode="m")``, reset after every call."""
-
-    def __init__(self, config: SpikeBertConfig, v_threshold: float) -> None:
-        super().__init__()
-        try:
-            from spikingjelly.activation_based import neuron, surrogate
-        except ImportError as err:
-            raise ImportError('neuron_impl="spikingjelly" needs spikingjelly '
-                              "(pip install spikingjelly)") from err
-        names = {"sigmoid": "Sigmoid", "atan": "ATan", "piecewise_quadratic": "PiecewiseQuadratic",
-                 "piecewise_exp": "PiecewiseExp", "soft_sign": "SoftSign",
-                 "super_spike": "SuperSpike", "erf": "Erf"}
-        alpha = spike_kernels.get_surrogate(config.surrogate, config.surrogate_alpha).alpha
-        kwargs = dict(tau=config.tau, decay_input=config.decay_input, v_threshold=v_threshold,
-                      v_reset=config.v_reset, detach_reset=config.detach_reset, step_mode="m",
-                      surrogate_function=getattr(surrogate, names[config.surrogate])(alpha=alpha))
-        if "backend" in inspect.signature(neuron.LIFNode).parameters:
-            kwargs["backend"] = "torch" if config.backend == "auto" else config.backend
-        elif config.backend != "auto":
-            raise ValueError(f"this spikingjelly version chooses its backend itself; "
-                             f"use backend='auto', not {config.backend!r}")
-        self.node = neuron.LIFNode(**kwargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.node(x)
-        self.node.reset()
-        return s
-
-
-def make_neuron(config: SpikeBertConfig, v_threshold: float) -> nn.Module:
-    """The neuron factory: a multi-step LIF from ``config.neuron_impl``."""
-    if config.neuron_impl == "spikingjelly":
-        return SpikingJellyNeuron(config, v_threshold)
-    return LIFNeuron(config, v_threshold)
-
-
-def firing_rate(s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of the spikes ``s`` ``[T, B, L, D]`` over steps, neurons and real tokens
-    (``mask`` ``[B, L]``, 1 = token; None = every position)."""
-    s = s.detach().float()
-    if mask is None:
-        return s.mean()
-    m = mask.to(s.dtype)
-    per_token = s.mean(dim=(0, 3))  # [B, L]
-    return (per_token * m).sum() / m.sum()
-
-
-class Probe:
-    """What a forward pass records besides its outputs: the firing rate of every LIF layer
-    (``rates``) and/or the last block's attention map at the last step (``attention_map``)."""
-
-    def __init__(self, mask: torch.Tensor | None, rates: bool, attention_map: bool) -> None:
-        self.mask = mask
-        self.rates: dict[str, torch.Tensor] | None = {} if rates else None
-        self.want_map = attention_map
-        self.attention_map: torch.Tensor | None = None
-
-    def record(self, name: str, s: torch.Tensor) -> None:
-        if self.rates is not None:
-            self.rates[name] = firing_rate(s, self.mask)
-
-
-# --------------------------------------------------------------------------------------------
 # layers
+
+
+def _time_constant(x: torch.Tensor) -> bool:
+    """True when ``x`` ``[T, ...]`` is one tensor repeated over T (an ``expand``): a per-step
+    layer then needs to run once, not T times."""
+    return x.shape[0] > 1 and x.stride(0) == 0
+
+
+def _over_time(layer, x: torch.Tensor) -> torch.Tensor:
+    """``layer`` (per token, no state) applied to ``[T, ...]``, once if x is time-constant."""
+    if _time_constant(x):
+        y = layer(x[0])
+        return y.unsqueeze(0).expand(x.shape[0], *y.shape)
+    return layer(x)
+
+
+class SpikeEncoder(nn.Module):
+    """Real-valued embedding ``[B, L, D]`` -> spikes ``[T, B, L, D]``: Heaviside (the same
+    spikes at every step, surrogate gradient) or a LIF driven by the embedding as a constant
+    current (direct encoding)."""
+
+    def __init__(self, config: SpikeBertConfig) -> None:
+        super().__init__()
+        self.time_steps = config.time_steps
+        self.spike_dtype = config.spike_dtype
+        self.surrogate = spike_kernels.get_surrogate(config.surrogate, config.surrogate_alpha)
+        self.lif = (make_neuron(config, config.v_threshold)
+                    if config.input_encoding == "lif" else None)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        current = emb.unsqueeze(0).expand(self.time_steps, *emb.shape)
+        if self.lif is not None:
+            return self.lif(current.contiguous())
+        s = spike_kernels.spike(emb, self.surrogate).to(spike_dtype_for(emb, self.spike_dtype))
+        return s.unsqueeze(0).expand(self.time_steps, *s.shape)
+
+
+class GroupedLayerNorm(nn.Module):
+    """``n`` independent LayerNorms over the last dim of ``[..., n, D]`` (weight, bias
+    ``[n, D]``): the Q, K and V norms applied to one fused projection."""
+
+    def __init__(self, n: int, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n, dim))
+        self.bias = nn.Parameter(torch.zeros(n, dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps),
+                             self.weight)
 
 
 class SpikingLinear(nn.Module):
@@ -139,7 +109,40 @@ class SpikingLinear(nn.Module):
         self.lif = make_neuron(config, config.v_threshold if v_threshold is None else v_threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.norm(self.linear(x)))
+        return self.lif(_over_time(lambda h: self.norm(self.linear(h)), x))
+
+
+class SpikingQKV(nn.Module):
+    """Q, K and V spikes from one matmul: ``[T, B, L, D]`` -> ``[T, B, L, 3, D]``
+    (``LIF(LayerNorm_j(X W_j + b_j))`` for j = q, k, v; one Linear to 3D, one LIF call)."""
+
+    def __init__(self, config: SpikeBertConfig) -> None:
+        super().__init__()
+        D = config.hidden_size
+        self.linear = nn.Linear(D, 3 * D)
+        self.norm = GroupedLayerNorm(3, D, config.layer_norm_eps)
+        self.lif = make_neuron(config, config.v_threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lif(_over_time(lambda h: self.norm(self.linear(h).unflatten(-1, (3, -1))),
+                                   x))
+
+
+class PlainSpikingAttention(nn.Module):
+    """``LIF_attn(scale * (Q K^T) V)`` with plain matmuls and a separate neuron (the
+    SpikingJelly-built model); the same function as ``spike_kernels.SpikingAttention``."""
+
+    def __init__(self, config: SpikeBertConfig) -> None:
+        super().__init__()
+        self.scale = config.attention_scale
+        self.lif = make_neuron(config, config.attention_threshold)
+
+    def forward(self, q, k, v, attention_mask=None, out_layout="blhd"):
+        if attention_mask is not None:
+            m = attention_mask.to(k.dtype)[None, :, None, :, None]
+            k, v = k * m, v * m
+        y = self.lif((q @ k.transpose(-1, -2) @ v) * self.scale)  # [T, B, H, L, Dh]
+        return y.transpose(2, 3).flatten(3)
 
 
 class SpikingSelfAttention(nn.Module):
@@ -149,13 +152,9 @@ class SpikingSelfAttention(nn.Module):
         super().__init__()
         D = config.hidden_size
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
-        self.query = SpikingLinear(config, D, D)
-        self.key = SpikingLinear(config, D, D)
-        self.value = SpikingLinear(config, D, D)
-        self.output = SpikingLinear(config, D, D)
-        self.scale = config.attention_scale
+        self.qkv = SpikingQKV(config)
         if config.neuron_impl == "spike_kernels":  # matmuls and neuron in one fused op
-            self.attn = spike_kernels.SpikingAttention(
+            self.core = spike_kernels.SpikingAttention(
                 v_threshold=config.attention_threshold, tau=config.tau,
                 decay_input=config.decay_input, v_reset=config.v_reset,
                 detach_reset=config.detach_reset,
@@ -163,33 +162,22 @@ class SpikingSelfAttention(nn.Module):
                                                                config.surrogate_alpha),
                 scale=config.attention_scale, backend=config.backend,
                 recompute=config.lif_recompute)
-        else:  # SpikingJelly: plain matmuls, then its neuron
-            self.attn = None
-            self.attn_lif = make_neuron(config, config.attention_threshold)
+        else:
+            self.core = PlainSpikingAttention(config)
+        self.output = SpikingLinear(config, D, D)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,
-                probe: Probe | None = None, prefix: str = "",
-                want_map: bool = False) -> torch.Tensor:
-        T, B, L, D = x.shape
-        heads = lambda s: s.view(T, B, L, self.num_heads, self.head_dim).transpose(2, 3)
-        q, k, v = self.query(x), self.key(x), self.value(x)
-        hq, hk, hv = heads(q), heads(k), heads(v)
-        if self.attn is not None:
-            y = self.attn(hq, hk, hv, attention_mask=key_mask, out_layout="blhd")
-        else:
-            if key_mask is not None:
-                m = key_mask.to(x.dtype)[None, :, None, :, None]
-                hk, hv = hk * m, hv * m
-            y = (hq @ hk.transpose(-1, -2) @ hv) * self.scale
-            y = self.attn_lif(y).transpose(2, 3).reshape(T, B, L, D)
-        out = self.output(y)
-        if probe is not None:
-            for name, s in (("query", q), ("key", k), ("value", v), ("attention", y),
-                            ("output", out)):
-                probe.record(f"{prefix}attention.{name}", s)
-            if want_map:
-                probe.attention_map = spike_kernels.attention_map(hq, hk, key_mask)
-        return out
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        T, B, L, _ = x.shape
+        s = self.qkv(x).view(T, B, L, 3, self.num_heads, self.head_dim)
+        # strided head views [T, B, H, L, Dh] of the one spike tensor: no copies
+        q, k, v = (s.select(3, j).transpose(2, 3) for j in range(3))
+        # the fused op sets its own precision (spikes in, fp32 sums and membrane); autocast
+        # must not recast the matmuls inside it
+        with torch.autocast(x.device.type, enabled=False):
+            y = self.core(q, k, v, attention_mask=key_mask, out_layout="blhd")  # [T, B, L, D]
+        amap = spike_kernels.attention_map(q, k, key_mask) if output_attentions else None
+        return self.output(y), amap
 
 
 class SpikingMLP(nn.Module):
@@ -200,31 +188,29 @@ class SpikingMLP(nn.Module):
         self.fc1 = SpikingLinear(config, config.hidden_size, config.intermediate_size)
         self.fc2 = SpikingLinear(config, config.intermediate_size, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, probe: Probe | None = None,
-                prefix: str = "") -> torch.Tensor:
-        h = self.fc1(x)
-        out = self.fc2(h)
-        if probe is not None:
-            probe.record(f"{prefix}mlp.fc1", h)
-            probe.record(f"{prefix}mlp.fc2", out)
-        return out
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(x))
 
 
 class SpikeBertLayer(nn.Module):
     """One spiking Transformer block; residuals add spike tensors."""
 
-    def __init__(self, config: SpikeBertConfig, index: int) -> None:
+    def __init__(self, config: SpikeBertConfig) -> None:
         super().__init__()
         self.attention = SpikingSelfAttention(config)
         self.mlp = SpikingMLP(config)
-        self.prefix = f"layer.{index}."
-        self.is_last = index == config.num_hidden_layers - 1
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,
-                probe: Probe | None = None) -> torch.Tensor:
-        want_map = probe is not None and probe.want_map and self.is_last
-        x = x + self.attention(x, key_mask, probe, self.prefix, want_map)
-        return x + self.mlp(x, probe, self.prefix)
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, amap = self.attention(x, key_mask, output_attentions)
+        x = x + a
+        return x + self.mlp(x), amap
+
+
+def is_rate_source(module: nn.Module) -> bool:
+    """Modules whose output is a spike tensor reported as a layer's firing rate."""
+    return isinstance(module, SpikeEncoder | SpikingQKV | SpikingLinear | PlainSpikingAttention
+                      | spike_kernels.SpikingAttention)
 
 
 class SpikeBertEmbeddings(nn.Module):
@@ -254,24 +240,29 @@ class SpikeBertEmbeddings(nn.Module):
 
 
 class SpikeBertEncoder(nn.Module):
-    """The blocks; returns the last spike tensor and every block's mean over T."""
+    """The blocks; returns the last spike tensor and, when asked, every block's mean over T
+    and its attention map at the last step."""
 
     def __init__(self, config: SpikeBertConfig) -> None:
         super().__init__()
-        self.layer = nn.ModuleList(SpikeBertLayer(config, i)
-                                   for i in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(SpikeBertLayer(config) for _ in range(config.num_hidden_layers))
         self.gradient_checkpointing = False  # set by PreTrainedModel.gradient_checkpointing_enable
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,
-                probe: Probe | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        features = []
+                output_hidden_states: bool = False, output_attentions: bool = False
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        features, maps = [], []
         for block in self.layer:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = self._gradient_checkpointing_func(block.__call__, x, key_mask, probe)
+                x, amap = self._gradient_checkpointing_func(block.__call__, x, key_mask,
+                                                            output_attentions)
             else:
-                x = block(x, key_mask, probe)
-            features.append(x.mean(0))
-        return x, tuple(features)
+                x, amap = block(x, key_mask, output_attentions)
+            if output_hidden_states:
+                features.append(x.mean(0))
+            if output_attentions:
+                maps.append(amap)
+        return x, tuple(features), tuple(maps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,34 +275,28 @@ class SpikeBertModelOutput(ModelOutput):
 
     Args:
         last_hidden_state: the last block's output ``[T, B, L, D]`` (spike counts).
-        features: per block, its output averaged over T ``[B, L, D]`` (what distillation
-            aligns with the teacher's hidden states).
-        embedding_output: the real-valued embedding before the spike encoding ``[B, L, D]``.
-        firing_rates: with ``output_firing_rates=True``, ``{layer name: rate}`` (0-d tensors):
-            the mean spike output of every LIF layer over real tokens, steps and neurons.
-        attention_map: with ``output_attention_map=True``, ``Q K^T`` of the last block at the
-            last step ``[B, H, L, L]`` (padded keys zeroed; no gradient).
+        hidden_states: with ``output_hidden_states=True``, ``num_hidden_layers + 1`` tensors
+            ``[B, L, D]``: the real-valued embedding before the spike encoding, then each
+            block's output averaged over T.
+        attentions: with ``output_attentions=True``, per block ``Q K^T`` at the last step
+            ``[B, H, L, L]`` (co-active spike counts, padded keys zeroed; no gradient).
     """
 
     last_hidden_state: torch.Tensor | None = None
-    features: tuple[torch.Tensor, ...] | None = None
-    embedding_output: torch.Tensor | None = None
-    firing_rates: dict[str, torch.Tensor] | None = None
-    attention_map: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
 class SpikeBertSequenceClassifierOutput(ModelOutput):
     """Output of :class:`SpikeBertForSequenceClassification`: ``loss`` (with ``labels``),
-    ``logits`` ``[B, num_labels]`` and the fields of :class:`SpikeBertModelOutput`."""
+    ``logits`` ``[B, num_labels]``, and ``hidden_states``/``attentions`` as in
+    :class:`SpikeBertModelOutput` (the fields of transformers' ``SequenceClassifierOutput``)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    last_hidden_state: torch.Tensor | None = None
-    features: tuple[torch.Tensor, ...] | None = None
-    embedding_output: torch.Tensor | None = None
-    firing_rates: dict[str, torch.Tensor] | None = None
-    attention_map: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,13 +318,22 @@ class SpikeBertPreTrainedModel(PreTrainedModel):
                 _init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             _init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
+        elif isinstance(module, nn.LayerNorm | GroupedLayerNorm):
             _init.ones_(module.weight)
             _init.zeros_(module.bias)
 
 
+def _check_values() -> bool:
+    """Whether to check input values (ids in the vocabulary, a 0/1 mask). Only on CPU in
+    eager mode: there a min/max is one cheap pass; on an accelerator it would wait for the
+    device at every forward, and under ``torch.compile`` it would break the graph (bad ids
+    there still fail, as the embedding lookup's own device-side error)."""
+    return not torch.compiler.is_compiling()
+
+
 def _check_inputs(config: SpikeBertConfig, input_ids, attention_mask, token_type_ids):
-    """Clear errors for inputs the model cannot take; returns the boolean mask (or None)."""
+    """Clear errors for inputs the model cannot take (shapes and dtypes always; values on CPU,
+    see :func:`_check_values`); returns the mask (or None)."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
     if input_ids.dim() != 2 or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
@@ -351,32 +345,33 @@ def _check_inputs(config: SpikeBertConfig, input_ids, attention_mask, token_type
     if length > config.max_position_embeddings:
         raise ValueError(f"sequence length {length} exceeds max_position_embeddings "
                          f"({config.max_position_embeddings}); truncate the input")
+    for name, t in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
+        if t is not None and (not isinstance(t, torch.Tensor) or t.shape != (B, length)):
+            shape = tuple(getattr(t, "shape", ())) or type(t).__name__
+            raise ValueError(f"{name} must have input_ids' shape {(B, length)}, got {shape}"
+                             + (" (1 = token, 0 = pad)" if name == "attention_mask" else ""))
+    if input_ids.device.type != "cpu" or not _check_values():
+        return attention_mask
     lo, hi = int(input_ids.min()), int(input_ids.max())
     if lo < 0 or hi >= config.vocab_size:
         raise ValueError(f"input_ids must be in [0, vocab_size={config.vocab_size}), got values "
                          f"in [{lo}, {hi}]: was the text tokenised for another vocabulary?")
-    if token_type_ids is not None:
-        if not isinstance(token_type_ids, torch.Tensor) or token_type_ids.shape != (B, length):
-            shape = getattr(token_type_ids, "shape", type(token_type_ids).__name__)
-            raise ValueError(f"token_type_ids must have input_ids' shape {(B, length)}, "
-                             f"got {shape}")
-        n_types = max(config.type_vocab_size, 1)
-        if int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= n_types:
-            raise ValueError(f"token_type_ids must be in [0, {n_types}) "
-                             f"(type_vocab_size={config.type_vocab_size})")
-    if attention_mask is None:
-        return None
-    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != (B, length):
-        shape = tuple(getattr(attention_mask, "shape", ())) or type(attention_mask).__name__
-        raise ValueError(f"attention_mask must have input_ids' shape {(B, length)} (1 = token, "
-                         f"0 = pad), got {shape}")
-    if not ((attention_mask == 0) | (attention_mask == 1)).all():
-        raise ValueError("attention_mask must hold only 0 (pad) and 1 (token)")
-    mask = attention_mask.bool()
-    empty = (~mask.any(dim=1)).nonzero().flatten()
-    if len(empty):
-        raise ValueError(f"attention_mask rows {empty.tolist()} have no token at all")
-    return mask
+    n_types = max(config.type_vocab_size, 1)
+    if token_type_ids is not None and (int(token_type_ids.min()) < 0
+                                       or int(token_type_ids.max()) >= n_types):
+        raise ValueError(f"token_type_ids must be in [0, {n_types}) "
+                         f"(type_vocab_size={config.type_vocab_size})")
+    if attention_mask is not None:
+        if not ((attention_mask == 0) | (attention_mask == 1)).all():
+            raise ValueError("attention_mask must hold only 0 (pad) and 1 (token)")
+        empty = (attention_mask == 0).all(dim=1).nonzero().flatten()
+        if len(empty):
+            raise ValueError(f"attention_mask rows {empty.tolist()} have no token at all")
+    return attention_mask
+
+
+def _flag(value: bool | None, config: SpikeBertConfig, name: str) -> bool:
+    return bool(getattr(config, name, False)) if value is None else bool(value)
 
 
 class SpikeBertModel(SpikeBertPreTrainedModel):
@@ -385,8 +380,7 @@ class SpikeBertModel(SpikeBertPreTrainedModel):
     def __init__(self, config: SpikeBertConfig) -> None:
         super().__init__(config)
         self.embeddings = SpikeBertEmbeddings(config)
-        self.encoding_lif = (make_neuron(config, config.v_threshold)
-                             if config.input_encoding == "lif" else None)
+        self.encoding = SpikeEncoder(config)
         self.encoder = SpikeBertEncoder(config)
         self.post_init()
 
@@ -401,8 +395,8 @@ class SpikeBertModel(SpikeBertPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        output_firing_rates: bool = False,
-        output_attention_map: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SpikeBertModelOutput | tuple:
@@ -411,24 +405,16 @@ class SpikeBertModel(SpikeBertPreTrainedModel):
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
         c = self.config
+        want_hidden = _flag(output_hidden_states, c, "output_hidden_states")
+        want_maps = _flag(output_attentions, c, "output_attentions")
         mask = _check_inputs(c, input_ids, attention_mask, token_type_ids)
         emb = self.embeddings(input_ids, token_type_ids)
-        T = c.time_steps
-        if self.encoding_lif is None:  # the same spikes at every step
-            x = spike_kernels.spike(emb, c.surrogate, c.surrogate_alpha)
-            x = x.unsqueeze(0).expand(T, *emb.shape)
-        else:  # the embedding as a constant input current
-            x = self.encoding_lif(emb.unsqueeze(0).expand(T, *emb.shape).contiguous())
-        probe = None
-        if output_firing_rates or output_attention_map:
-            probe = Probe(mask, output_firing_rates, output_attention_map)
-            probe.record("embeddings", x)
         key_mask = mask if c.use_attention_mask else None
-        last, features = self.encoder(x, key_mask, probe)
-        out = SpikeBertModelOutput(
-            last_hidden_state=last, features=features, embedding_output=emb,
-            firing_rates=None if probe is None else probe.rates,
-            attention_map=None if probe is None else probe.attention_map)
+        last, features, maps = self.encoder(self.encoding(emb), key_mask, want_hidden,
+                                            want_maps)
+        out = SpikeBertModelOutput(last_hidden_state=last,
+                                   hidden_states=(emb, *features) if want_hidden else None,
+                                   attentions=maps if want_maps else None)
         return out if return_dict is not False else out.to_tuple()
 
 
@@ -466,20 +452,19 @@ class SpikeBertForSequenceClassification(SpikeBertPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_firing_rates: bool = False,
-        output_attention_map: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SpikeBertSequenceClassifierOutput | tuple:
         out = self.spikebert(input_ids, attention_mask, token_type_ids,
-                             output_firing_rates=output_firing_rates,
-                             output_attention_map=output_attention_map, **kwargs)
+                             output_attentions=output_attentions,
+                             output_hidden_states=output_hidden_states, **kwargs)
         logits = self.classifier(self.pool(out.last_hidden_state, attention_mask)).mean(0)
         loss = None if labels is None else self.loss(logits, labels)
         result = SpikeBertSequenceClassifierOutput(
-            loss=loss, logits=logits, last_hidden_state=out.last_hidden_state,
-            features=out.features, embedding_output=out.embedding_output,
-            firing_rates=out.firing_rates, attention_map=out.attention_map)
+            loss=loss, logits=logits, hidden_states=out.hidden_states,
+            attentions=out.attentions)
         return result if return_dict is not False else result.to_tuple()
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -503,7 +488,8 @@ class SpikeBertForSequenceClassification(SpikeBertPreTrainedModel):
             if labels.shape != (B,) or labels.is_floating_point():
                 raise ValueError(f"classification labels must be integer class ids of shape "
                                  f"({B},), got {labels.dtype} {tuple(labels.shape)}")
-            if int(labels.min()) < 0 or int(labels.max()) >= n:
+            if labels.device.type == "cpu" and _check_values() and (
+                    int(labels.min()) < 0 or int(labels.max()) >= n):
                 raise ValueError(f"labels must be in [0, num_labels={n}), got values in "
                                  f"[{int(labels.min())}, {int(labels.max())}]")
             return F.cross_entropy(logits, labels)
@@ -519,6 +505,4 @@ __all__ = [
     "SpikeBertModelOutput",
     "SpikeBertPreTrainedModel",
     "SpikeBertSequenceClassifierOutput",
-    "firing_rate",
-    "make_neuron",
 ]

@@ -29,29 +29,23 @@ __all__ = [
 @torch.no_grad()
 def collect_firing_rates(model: torch.nn.Module,
                          batches: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, float]:
-    """Firing rate of every LIF layer over ``batches`` (weighted by their real tokens)."""
-    totals: dict[str, float] = {}
-    weight = 0.0
+    """Firing rate of every spiking layer over ``batches`` (each real token weighs the same),
+    via :func:`spikebert.record_firing_rates`."""
+    from .neurons import record_firing_rates
+
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        for batch in batches:
-            mask = batch.get("attention_mask")
-            out = model(input_ids=batch["input_ids"].to(device),
-                        attention_mask=None if mask is None else mask.to(device),
-                        token_type_ids=(batch["token_type_ids"].to(device)
-                                        if "token_type_ids" in batch else None),
-                        output_firing_rates=True)
-            w = float(batch["input_ids"].numel() if mask is None else mask.sum())
-            for name, rate in out.firing_rates.items():
-                totals[name] = totals.get(name, 0.0) + w * float(rate)
-            weight += w
+        with record_firing_rates(model) as rates:
+            for batch in batches:
+                model(**{k: batch[k].to(device) for k in
+                         ("input_ids", "attention_mask", "token_type_ids") if k in batch})
     finally:
         model.train(was_training)
-    if not weight:
+    if not rates:
         raise ValueError("no batches given")
-    return {name: total / weight for name, total in totals.items()}
+    return {name: float(rate) for name, rate in rates.items()}
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -63,8 +57,8 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 def plot_firing_rates(rates: Mapping[str, float | torch.Tensor], path: str | os.PathLike,
                       title: str = "SpikeBERT firing rate per layer") -> Path:
-    """Bar chart of ``{layer name: firing rate}`` (as ``output_firing_rates`` or
-    :func:`collect_firing_rates` return), saved as a PNG at ``path``."""
+    """Bar chart of ``{layer name: firing rate}`` (as :func:`spikebert.record_firing_rates`
+    or :func:`collect_firing_rates` give), saved as a PNG at ``path``."""
     if not rates:
         raise ValueError("no firing rates to plot")
     names = list(rates)
@@ -130,8 +124,8 @@ def plot_sentence_attention(model: torch.nn.Module, tokenizer, sentence: str | S
                     attention_mask=enc["attention_mask"].to(device),
                     token_type_ids=(enc["token_type_ids"].to(device)
                                     if "token_type_ids" in enc else None),
-                    output_attention_map=True)
+                    output_attentions=True)
     finally:
         model.train(was_training)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
-    return plot_attention_map(out.attention_map[0], tokens, path, head)
+    return plot_attention_map(out.attentions[-1][0], tokens, path, head)

@@ -34,7 +34,7 @@ def english_tokenizer():
     """The packaged MiniLM's WordPiece tokenizer (offline, 30522 tokens)."""
     from transformers import AutoTokenizer
 
-    from spikebert.training import packaged_minilm_path
+    from spikebert.loading import packaged_minilm_path
 
     return AutoTokenizer.from_pretrained(packaged_minilm_path())
 

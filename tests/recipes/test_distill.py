@@ -28,34 +28,66 @@ WAIMAI = ["--all_file", str(FIXTURES / "waimai" / "all.jsonl")]
 
 
 def test_teacher_finetuning_on_sst2_slice(tmp_path):
-    from spikebert.training import packaged_minilm_path
+    from spikebert.loading import packaged_minilm_path
 
     out = tmp_path / "teacher"
     result = finetune_teacher.main(["--task", "sst2", "--model", packaged_minilm_path(), *SST2,
                                     "--output_dir", str(out), "--max_steps", "2",
-                                    "--batch_size", "16", "--max_length", "32", "--no_hub"])
+                                    "--batch_size", "16", "--max_length", "32", "--no_hub",
+                                    "--report_to", "csv", "--checkpointing_steps", "1"])
     assert 0.0 <= result["dev"]["accuracy"] <= 1.0 and result["dev"]["step"] > 0
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert json.loads((out / "metrics.json").read_text())["task"] == "sst2"
+    assert (out / "checkpoint-2" / "training_state.json").is_file()  # the shared loop's
 
 
-def test_stage2_end_to_end_english(tiny_classifier_teacher, tmp_path):
+def test_stage2_end_to_end_english(tiny_classifier_teacher, tmp_path, monkeypatch):
+    """Stage 2 into a folder holding an old run's best.json (with --overwrite_output_dir),
+    augmenting only what the run draws; the student then loads in ``pipeline()`` and gets a
+    model card; evaluation writes energy and plots."""
+    from transformers import pipeline
+
+    from spikebert.augment import Augmenter
+
     out = tmp_path / "s2"
-    result = distill.main(stage2_args("sst2", tiny_classifier_teacher, out, SST2))
-    assert result["augmented_examples"] > 64  # originals plus augmented copies
-    assert result["dev"]["step"] > 0 and (out / "model.safetensors").is_file()
-    cached = list((out / "cache").glob("teacher-logits-*.npy"))
-    assert len(cached) == 1, "teacher logits are computed once and cached"
+    out.mkdir()
+    (out / "best.json").write_text(json.dumps({"step": 99, "accuracy": 1.0}))
+    with pytest.raises(FileExistsError, match=r"best\.json"):
+        distill.main(stage2_args("sst2", tiny_classifier_teacher, out, SST2))
+    calls = []
+    original = Augmenter.augment_analyzed
+    monkeypatch.setattr(Augmenter, "augment_analyzed",
+                        lambda self, a, i: calls.append(i) or original(self, a, i))
+    result = distill.main(stage2_args("sst2", tiny_classifier_teacher, out, SST2,
+                                      "--n_iter", "20", "--overwrite_output_dir"))
+    assert result["train_examples"] == 64 * 21
+    # 3 steps of 8 drawn, plus the one batch Accelerate's loader fetches ahead; an eager
+    # pass would augment all 64 examples (64 x 20 copies) first
+    assert len(calls) <= 4 * 8, "only the drawn examples are augmented"
+    best = json.loads((out / "best.json").read_text())
+    assert best["step"] in (2, 3) and best == result["dev"]
+    assert (out / "model.safetensors").is_file()
+
+    classify = pipeline("text-classification", model=str(out))
+    labels = {p["label"] for p in classify(["a great movie", "dull and long"])}
+    assert labels <= {"negative", "positive"}
+    card = (out / "README.md").read_text()
+    for needle in ("sst2", "recipes/distill.py", "--overwrite_output_dir", "Energy per sample",
+                   "layer.0.mlp.fc1", result["split"]["sha256"]["train"]):
+        assert needle in card, needle
+
     report = evaluate.main(["--model", str(out), "--task", "sst2",
                             "--data_file", str(FIXTURES / "sst2" / "dev.jsonl"),
                             "--teacher", str(tiny_classifier_teacher),
-                            "--output_json", str(tmp_path / "eval.json")])
+                            "--output_json", str(tmp_path / "eval.json"), "--plots"])
     saved = json.loads((tmp_path / "eval.json").read_text())
     for key in ("accuracy", "teacher_accuracy", "energy_mj", "teacher_energy_mj",
                 "energy_reduction", "markdown_row"):
         assert key in saved, key
     assert saved == report and 0 <= saved["accuracy"] <= 100
     assert saved["energy_mj"] > 0 and saved["teacher_energy_mj"] > 0
+    for name in ("eval-firing_rates.png", "eval-attention.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
 
 
 def test_stage2_from_stage1_student(tiny_classifier_teacher, tmp_path):
@@ -69,7 +101,7 @@ def test_stage2_from_stage1_student(tiny_classifier_teacher, tmp_path):
     out = tmp_path / "s2"
     result = distill.main(stage2_args("sst2", tiny_classifier_teacher, out, SST2,
                                       "--student", str(tmp_path / "stage1"), "--no_augment"))
-    assert result["augmented_examples"] == 64
+    assert result["train_examples"] == 64
     assert SpikeBertForSequenceClassification.from_pretrained(out).config.num_labels == 2
 
 
@@ -81,6 +113,49 @@ def test_stage2_end_to_end_chinese(tiny_chinese_teacher, tmp_path):
     report = evaluate.main(["--model", str(out), "--task", "waimai",
                             "--data_file", str(FIXTURES / "waimai" / "all.jsonl")])
     assert 0 <= report["accuracy"] <= 100
+
+
+def test_stage2_nan_teacher_stops_the_run(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from conftest import english_tokenizer, save_tiny_bert
+
+    teacher = save_tiny_bert(tmp_path / "teacher", english_tokenizer(), 2)
+    weights = load_file(teacher / "model.safetensors")
+    name = next(k for k in weights if k.startswith("classifier.weight"))
+    weights[name][:] = float("nan")
+    save_file(weights, str(teacher / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "s2"
+    with pytest.raises(FloatingPointError, match="at step 1"):
+        distill.main(stage2_args("sst2", teacher, out, SST2, "--no_augment"))
+    assert not (out / "model.safetensors").exists() and not (out / "best.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max_steps", "-1"], "--max_steps must be an integer >= 1"),
+    (["--w_kl", "nan"], "--w_kl must be a finite number"),
+    (["--temperature", "0"], "--temperature must be >"),
+    (["--epochs", "nan"], "--epochs must be a finite number"),
+    (["--warmup_ratio", "nan"], "--warmup_ratio must be a finite number"),
+    (["--logging_steps", "0"], "--logging_steps must be an integer >= 1"),
+])
+def test_bad_flags_exit_before_loading_anything(tmp_path, extra, message, capsys):
+    with pytest.raises(SystemExit):
+        distill.main(stage2_args("sst2", tmp_path / "no-teacher", tmp_path, SST2, *extra))
+    assert message in capsys.readouterr().err
+
+
+def test_finetune_epochs_zero_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        finetune_teacher.main(["--task", "sst2", *SST2, "--output_dir", str(tmp_path),
+                               "--epochs", "0"])
+    assert "--epochs must be >" in capsys.readouterr().err
+
+
+def test_max_length_beyond_the_models_is_refused(tiny_classifier_teacher, tmp_path):
+    with pytest.raises(ValueError, match="--max_length 1000 exceeds the student's 32"):
+        distill.main(stage2_args("sst2", tiny_classifier_teacher, tmp_path, SST2,
+                                 "--max_length", "1000"))
 
 
 def test_label_count_mismatch(tiny_classifier_teacher, tmp_path):

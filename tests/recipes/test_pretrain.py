@@ -1,8 +1,10 @@
-"""Stage 1 (recipes/pretrain.py) end to end on tiny models, resume, 2 processes, bad input."""
+"""Stage 1 (recipes/pretrain.py) end to end on tiny models: resume, refusals, bf16, NaN,
+2 processes, bad input."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,10 +12,12 @@ import pytest
 import torch
 
 from spikebert import SpikeBertForSequenceClassification
-from spikebert.training import read_csv_metrics
+from spikebert.trainer import read_csv_metrics
 
 import pretrain
-from conftest import FIXTURES, ROOT, TINY_STUDENT
+from conftest import FIXTURES, ROOT, TINY_STUDENT, english_tokenizer, save_tiny_bert
+
+FULL = ("--max_steps", "4", "--checkpointing_steps", "2")
 
 
 def args_for(teacher, out, *extra: str) -> list[str]:
@@ -22,29 +26,85 @@ def args_for(teacher, out, *extra: str) -> list[str]:
             "--eval_steps", "2", "--report_to", "csv", "--override", *TINY_STUDENT, *extra]
 
 
-def test_stage1_end_to_end(tiny_teacher, tmp_path):
-    out = pretrain.main(args_for(tiny_teacher, tmp_path / "s1", "--max_steps", "3"))
-    loss = read_csv_metrics(out / "logs" / "stage1" / "metrics.csv", "loss")
-    assert sorted(loss) == [1, 2, 3] and all(torch.isfinite(torch.tensor(list(loss.values()))))
-    held = read_csv_metrics(out / "logs" / "stage1" / "metrics.csv", "heldout_loss")
+def losses(out) -> dict[int, float]:
+    return read_csv_metrics(out / "logs" / "stage1" / "metrics.csv", "loss")
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_teacher, tmp_path_factory):
+    """One 4-step run with checkpoints at steps 2 and 4, shared by the tests below."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    return pretrain.main(args_for(tiny_teacher, tmp_path_factory.mktemp("full"), *FULL))
+
+
+def test_stage1_end_to_end(full_run):
+    loss = losses(full_run)
+    assert sorted(loss) == [1, 2, 3, 4] and all(torch.isfinite(torch.tensor(list(loss.values()))))
+    held = read_csv_metrics(full_run / "logs" / "stage1" / "metrics.csv", "heldout_loss")
     assert held, "the held-out alignment loss was never logged"
-    student = SpikeBertForSequenceClassification.from_pretrained(out, num_labels=3)
+    student = SpikeBertForSequenceClassification.from_pretrained(full_run, num_labels=3)
     assert student.config.num_labels == 3
-    assert (out / "aligner.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert (full_run / "aligner.safetensors").is_file()
+    assert (full_run / "tokenizer.json").is_file()
+    assert sorted(p.name for p in full_run.glob("checkpoint-*")) == ["checkpoint-2",
+                                                                     "checkpoint-4"]
 
 
-def test_resume_is_exact(tiny_teacher, tmp_path):
-    common = ("--max_steps", "4", "--checkpointing_steps", "2", "--holdout_fraction", "0")
-    full = pretrain.main(args_for(tiny_teacher, tmp_path / "full", *common))
-    with pytest.raises(SystemExit):
-        pretrain.main(args_for(tiny_teacher, tmp_path / "cut", *common, "--stop_after_step", "2"))
-    pretrain.main(args_for(tiny_teacher, tmp_path / "cut", *common,
-                           "--resume_from_checkpoint", "latest"))
-    expected = read_csv_metrics(full / "logs" / "stage1" / "metrics.csv", "loss")
-    resumed = read_csv_metrics(tmp_path / "cut" / "logs" / "stage1" / "metrics.csv", "loss")
-    assert sorted(resumed) == [1, 2, 3, 4]
+def test_resume_is_exact(tiny_teacher, full_run, tmp_path):
+    """A run killed after its step-2 checkpoint (here: a copy of that checkpoint, with a
+    torn step-4 checkpoint beside it) resumes to the same losses as the uninterrupted run."""
+    cut = tmp_path / "cut"
+    shutil.copytree(full_run / "checkpoint-2", cut / "checkpoint-2")
+    (cut / "checkpoint-4").mkdir()  # killed while writing: no training_state.json
+    with pytest.warns(UserWarning, match="checkpoint-4 is incomplete"):
+        pretrain.main(args_for(tiny_teacher, cut, *FULL, "--resume_from_checkpoint", "latest"))
+    expected, resumed = losses(full_run), losses(cut)
+    assert sorted(resumed) == [3, 4]
     for step in (3, 4):
         assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_resume_refuses_another_runs_checkpoint(tiny_teacher, full_run, tmp_path):
+    cut = tmp_path / "cut"
+    shutil.copytree(full_run / "checkpoint-4", cut / "checkpoint-4")
+    with pytest.raises(ValueError, match=r"different run[\s\S]*--seed: checkpoint 42, now 1"):
+        pretrain.main(args_for(tiny_teacher, cut, *FULL, "--seed", "1",
+                               "--resume_from_checkpoint", "latest"))
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        pretrain.main(args_for(tiny_teacher, cut, *FULL, "--seed", "1"))
+    state_file = cut / "checkpoint-4" / "training_state.json"  # hand-edited to step 50
+    state_file.write_text(state_file.read_text().replace('"step": 4', '"step": 50'))
+    with pytest.raises(ValueError, match="step 50, beyond --max_steps 4"):
+        pretrain.main(args_for(tiny_teacher, cut, *FULL, "--resume_from_checkpoint", "latest"))
+
+
+def test_bf16_follows_the_fp32_loss_curve(tiny_teacher, full_run, tmp_path):
+    """bf16 autocast (student and teacher forwards) on CPU: the loss of each of 4 steps
+    within 5% of the fp32 run's (bf16 keeps 8 bits of mantissa: ~0.4% per rounding)."""
+    out = pretrain.main(args_for(tiny_teacher, tmp_path / "bf16", *FULL,
+                                 "--mixed_precision", "bf16"))
+    fp32, bf16 = losses(full_run), losses(out)
+    assert sorted(bf16) == [1, 2, 3, 4]
+    for step in fp32:
+        assert bf16[step] == pytest.approx(fp32[step], rel=5e-2), step
+
+
+def test_non_finite_loss_stops_the_run(tmp_path):
+    """A teacher with a NaN weight: the run stops at step 1 and saves no student."""
+    from safetensors.torch import load_file, save_file
+
+    teacher = save_tiny_bert(tmp_path / "nan-teacher", english_tokenizer())
+    weights = load_file(teacher / "model.safetensors")
+    name = next(k for k in weights if "word_embeddings" in k)
+    weights[name][:, :] = float("nan")
+    save_file(weights, str(teacher / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "out"
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step 1"):
+        pretrain.main(args_for(teacher, out, "--max_steps", "2"))
+    assert not (out / "model.safetensors").exists()
 
 
 def test_two_cpu_processes(tiny_teacher, tmp_path):
@@ -61,6 +121,17 @@ def test_two_cpu_processes(tiny_teacher, tmp_path):
     assert SpikeBertForSequenceClassification.from_pretrained(out, num_labels=2)
 
 
+@pytest.mark.parametrize("extra, error, message", [
+    (["--seq_length", "1000"], ValueError, "--seq_length 1000 exceeds the student's 32"),
+    (["--override", *TINY_STUDENT, "hidden_sise=16"], ValueError, "did you mean 'hidden_size'"),
+    (["--override", *TINY_STUDENT, "vocab_size=100"], ValueError, "vocabulary mismatch"),
+])
+def test_refused_before_training(tiny_teacher, tmp_path, extra, error, message):
+    with pytest.raises(error, match=message):
+        pretrain.main(args_for(tiny_teacher, tmp_path, "--max_steps", "1", *extra))
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
 def test_missing_corpus(tiny_teacher, tmp_path):
     argv = args_for(tiny_teacher, tmp_path, "--max_steps", "1")
     argv[argv.index("--corpus") + 1] = str(tmp_path / "nowhere.txt")
@@ -75,10 +146,3 @@ def test_teacher_without_tokenizer(tiny_teacher, tmp_path):
         (bare / name).write_bytes((tiny_teacher / name).read_bytes())
     with pytest.raises(FileNotFoundError, match="no tokenizer"):
         pretrain.main(args_for(bare, tmp_path / "o", "--max_steps", "1"))
-
-
-def test_vocab_mismatch(tiny_teacher, tmp_path):
-    argv = args_for(tiny_teacher, tmp_path, "--max_steps", "1",
-                    "--override", *TINY_STUDENT, "vocab_size=100")
-    with pytest.raises(ValueError, match="vocabulary mismatch"):
-        pretrain.main(argv)

@@ -19,7 +19,6 @@ from spikebert.energy import (
     compare,
     format_table,
     format_table2,
-    main,
     measure_student,
     measure_teacher,
 )
@@ -48,8 +47,9 @@ def hand_model() -> SpikeBertForSequenceClassification:
         model.spikebert.embeddings.word_embeddings.weight.copy_(torch.tensor(
             [[-1.0] * 4, [1.0, 1.0, -1.0, -1.0], [1.0] * 4, [-1.0] * 4]))
         block = model.spikebert.encoder.layer[0]
-        fire = {"query": 3.0, "key": 3.0, "value": 3.0, "output": 3.0}
-        for name, bias in fire.items():
+        block.attention.qkv.norm.weight.zero_()  # Q, K and V fire everywhere
+        block.attention.qkv.norm.bias.fill_(3.0)
+        for name, bias in (("output", 3.0),):
             norm = getattr(block.attention, name).norm
             norm.weight.zero_()
             norm.bias.fill_(bias)
@@ -67,9 +67,8 @@ def test_student_counts_match_the_hand_computation():
     # input spikes summed over real tokens and steps: (2 + 4 + 4 + 4 + 2) * 2 = 32
     expected = {
         "embeddings": ("MAC", 10, None, 10),  # 5 tokens x D x 1 table / 2
-        "layer.0.attention.query.linear": ("AC", 40, 0.8, 64),  # 32 x 4 out / 2
-        "layer.0.attention.key.linear": ("AC", 40, 0.8, 64),
-        "layer.0.attention.value.linear": ("AC", 40, 0.8, 64),
+        # Q, K and V in one Linear: 32 x (3 x 4) out / 2
+        "layer.0.attention.qkv.linear": ("AC", 120, 0.8, 192),
         # all-ones Q, K: per step, head and dim n x n coincidences: (9 + 4) * 2 * 2 * 2 / 2
         "layer.0.attention.qk": ("AC", 26, 1.0, 52),  # FLOPs (9 + 4) * D / 2
         "layer.0.attention.av": ("AC", 26, 1.0, 52),  # V spikes n * D * T times n queries
@@ -133,39 +132,15 @@ def test_report_and_tables():
 def test_real_valued_inputs_are_charged_as_macs():
     model = hand_model()
     # a non-spike input to a layer makes it an ANN layer
-    model.spikebert.encoder.layer[0].attention.query.linear.register_forward_pre_hook(
+    model.spikebert.encoder.layer[0].attention.qkv.register_forward_pre_hook(
         lambda m, args: (args[0] * 0.5,))
     layers = {c.name: c for c in measure_student(model, BATCHES).layers}
-    q = layers["layer.0.attention.query.linear"]
+    q = layers["layer.0.attention.qkv.linear"]
     assert q.kind == "MAC" and q.ops == 2 * q.flops and q.rate is None
-
-
-def test_cli_prints_table2(tmp_path, capsys):
-    tokenizers = pytest.importorskip("tokenizers")
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["[PAD]", "[UNK]", "good", "bad"]
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
-        {w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
-    hand_model().save_pretrained(tmp_path / "student")
-    hand_teacher().save_pretrained(tmp_path / "teacher")
-    fast.save_pretrained(tmp_path / "teacher")
-    data = tmp_path / "data" / "sst2"
-    data.mkdir(parents=True)
-    rows = ['{"text": "good bad good", "label": 1}', '{"text": "bad good", "label": 0}']
-    for split in ("train", "dev"):
-        (data / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
-    report = main(["--model", str(tmp_path / "student"), "--teacher", str(tmp_path / "teacher"),
-                   "--task", "sst2", "--data_dir", str(tmp_path / "data"), "--per_layer"])
-    out = capsys.readouterr().out
-    assert "SpikeBERT" in out and "FT BERT" in out and "layer.0.mlp.fc1" in out
-    assert report.student.num_samples == 2
-    assert isinstance(report.student.layers[0].flops, float | int)
 
 
 def test_linear_hooks_are_removed():
     model = hand_model()
     measure_student(model, BATCHES)
-    assert not any(m._forward_hooks for m in model.modules() if isinstance(m, nn.Module))
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()
+                   if isinstance(m, nn.Module))

@@ -21,6 +21,7 @@ from spikebert import (
     SpikeBertConfig,
     SpikeBertForSequenceClassification,
     SpikeBertModel,
+    record_firing_rates,
 )
 
 VOCAB = 50
@@ -123,34 +124,101 @@ def test_config_round_trip(tmp_path):
 def test_output_shapes():
     model = tiny_model()
     ids, mask = batch()
-    out = model(ids, mask, labels=torch.tensor([0, 2, 1]), output_firing_rates=True,
-                output_attention_map=True)
+    out = model(ids, mask, labels=torch.tensor([0, 2, 1]), output_hidden_states=True,
+                output_attentions=True)
     T, B, L, D, H = 2, 3, 10, 32, 4
     assert out.logits.shape == (B, 3)
     assert out.loss.shape == ()
-    assert out.last_hidden_state.shape == (T, B, L, D)
-    assert len(out.features) == 2 and all(f.shape == (B, L, D) for f in out.features)
-    assert out.embedding_output.shape == (B, L, D)
-    assert out.attention_map.shape == (B, H, L, L)
-    names = set(out.firing_rates)
-    assert "embeddings" in names and "layer.1.attention.attention" in names
-    assert len(names) == 1 + 2 * 7
-    assert all(0.0 <= float(r) <= 1.0 for r in out.firing_rates.values())
-    spikes = out.last_hidden_state
-    assert torch.equal(spikes, spikes.round()) and spikes.min() >= 0  # spike counts
+    assert len(out.hidden_states) == 3 and all(h.shape == (B, L, D) for h in out.hidden_states)
+    emb = model.spikebert.embeddings(ids)
+    assert torch.equal(out.hidden_states[0], emb)  # the real-valued embedding output
+    assert len(out.attentions) == 2 and all(a.shape == (B, H, L, L) for a in out.attentions)
     base = SpikeBertModel(tiny_config())
-    assert base(ids, mask).last_hidden_state.shape == (T, B, L, D)
+    base_out = base(ids, mask, output_hidden_states=True)
+    spikes = base_out.last_hidden_state
+    assert spikes.shape == (T, B, L, D)
+    assert torch.equal(spikes, spikes.round()) and spikes.min() >= 0  # spike counts
+    assert torch.equal(base_out.hidden_states[-1], spikes.mean(0))  # per block: mean over T
     assert isinstance(model(ids, mask, return_dict=False), tuple)
+
+
+def test_hidden_states_and_attentions_only_when_asked():
+    model = tiny_model()
+    ids, mask = batch()
+    out = model(ids, mask)
+    assert out.hidden_states is None and out.attentions is None
+    model.config.output_hidden_states = True  # the config default, as in transformers
+    assert len(model(ids, mask).hidden_states) == 3
+
+
+def test_firing_rates_are_recorded_by_hooks():
+    model = tiny_model()
+    ids, mask = batch()
+    with record_firing_rates(model) as rates:
+        model(ids, mask)
+    names = set(rates)
+    assert "embeddings" in names and "layer.1.attention.attention" in names
+    assert {"layer.0.attention.query", "layer.0.attention.key", "layer.0.attention.value",
+            "layer.0.attention.output", "layer.0.mlp.fc1", "layer.0.mlp.fc2"} <= names
+    assert len(names) == 1 + 2 * 7
+    assert all(0.0 < float(r) < 1.0 for r in rates.values())
+    # by hand: the query rate over real tokens only, from the fused Q/K/V spikes
+    block = model.spikebert.encoder.layer[0].attention
+    x = model.spikebert.encoding(model.spikebert.embeddings(ids))
+    q = block.qkv(x)[:, :, :, 0]
+    m = mask.float()
+    want = (q.mean(dim=(0, 3)) * m).sum() / m.sum()
+    torch.testing.assert_close(rates["layer.0.attention.query"], want)
+    with record_firing_rates(model) as twice:  # two passes: weighted by real tokens
+        model(ids, mask)
+        model(ids, mask)
+    torch.testing.assert_close(twice["embeddings"], rates["embeddings"])
+    model(ids, mask)
+    assert not model.spikebert._forward_pre_hooks  # hooks removed on exit
+    with pytest.raises(TypeError, match="SpikeBERT"), record_firing_rates(torch.nn.Linear(2, 2)):
+        pass
+
+
+def test_fused_qkv_matches_three_projections():
+    model = tiny_model()
+    qkv = model.spikebert.encoder.layer[1].attention.qkv
+    x = (torch.rand(2, 3, 5, 32) < 0.3).float()
+    D = 32
+    for j in range(3):
+        lin = torch.nn.Linear(D, D)
+        norm = torch.nn.LayerNorm(D)
+        with torch.no_grad():
+            lin.weight.copy_(qkv.linear.weight[j * D:(j + 1) * D])
+            lin.bias.copy_(qkv.linear.bias[j * D:(j + 1) * D])
+            norm.weight.copy_(qkv.norm.weight[j] + 0.1 * j)
+            norm.bias.copy_(qkv.norm.bias[j] - 0.1 * j)
+            qkv.norm.weight[j] += 0.1 * j
+            qkv.norm.bias[j] -= 0.1 * j
+        torch.testing.assert_close(qkv(x)[:, :, :, j], qkv.lif(norm(lin(x))))
+
+
+def test_time_constant_input_is_projected_once():
+    model = tiny_model()
+    layer = model.spikebert.encoder.layer[0].attention.qkv
+    x1 = (torch.rand(3, 5, 32) < 0.4).float()
+    expanded = x1.unsqueeze(0).expand(2, 3, 5, 32)
+    calls = []
+    handle = layer.linear.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    a = layer(expanded)
+    b = layer(expanded.contiguous())
+    handle.remove()
+    assert calls == [(3, 5, 32), (2, 3, 5, 32)]  # once, not T times
+    torch.testing.assert_close(a, b)
 
 
 def test_padding_does_not_change_logits():
     model = tiny_model()
     ids, mask = batch(L=8)
     pad = torch.zeros(3, 4, dtype=torch.long)
-    longer = model(torch.cat([ids, pad], 1), torch.cat([mask, pad], 1))
-    short = model(ids, mask)
+    longer = model(torch.cat([ids, pad], 1), torch.cat([mask, pad], 1), output_hidden_states=True)
+    short = model(ids, mask, output_hidden_states=True)
     assert torch.equal(short.logits, longer.logits)
-    for a, b in zip(short.features, longer.features, strict=True):  # real tokens unchanged
+    for a, b in zip(short.hidden_states, longer.hidden_states, strict=True):  # real tokens
         assert torch.equal(a[mask.bool()], b[:, :8][mask.bool()])
 
 
@@ -288,7 +356,8 @@ def test_save_and_load_round_trips(tmp_path):
         assert torch.equal(loaded(ids, mask).logits, expected)
     base = AutoModel.from_pretrained(tmp_path).eval()
     assert isinstance(base, SpikeBertModel)
-    assert torch.equal(base(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state)
+    assert torch.equal(base(ids, mask).last_hidden_state,
+                       model.spikebert(ids, mask).last_hidden_state)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), PretrainedConfig)
 
 
@@ -334,3 +403,92 @@ def test_bad_labels_raise():
         model(ids, mask, labels=torch.tensor([0, 1, 3]))
     with pytest.raises(ValueError, match="shape"):
         model(ids, mask, labels=torch.tensor([0, 1]))
+
+
+# ---------------------------------------------------------------------------------- bf16
+
+
+@pytest.mark.parametrize("neuron_impl", ["spike_kernels", "spikingjelly"])
+def test_bf16_autocast_training_follows_fp32(neuron_impl):
+    """A short run under CPU bf16 autocast follows the fp32 loss curve (|difference| < 0.15
+    at every step, both decreasing), and spikes are emitted in bf16."""
+    if neuron_impl == "spikingjelly":
+        pytest.importorskip("spikingjelly")
+    backend = "torch" if neuron_impl == "spike_kernels" else "auto"
+    ids, mask = batch(B=4, seed=5)
+    labels = torch.tensor([0, 1, 2, 1])
+    curves = []
+    for dtype in (None, torch.bfloat16):
+        model = tiny_model(neuron_impl=neuron_impl, backend=backend).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        losses = []
+        for _ in range(6):
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = model(ids, mask, labels=labels, output_hidden_states=True)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(out.loss.item())
+            if dtype is not None:
+                assert out.hidden_states[1].dtype == torch.bfloat16  # spike counts in bf16
+                assert all(p.dtype == torch.float32 for p in model.parameters())
+        curves.append(losses)
+    fp32, bf16 = curves
+    assert max(abs(a - b) for a, b in zip(fp32, bf16, strict=True)) < 0.15, curves
+    assert bf16[-1] < 0.8 * bf16[0], curves
+
+
+def test_bf16_spikes_agree_with_fp32_except_near_threshold():
+    """One block's Q/K/V spikes under bf16 autocast equal the fp32 ones, except where the fp32
+    membrane lies within bf16 rounding of the threshold (T=1: H = X / tau)."""
+    model = tiny_model(time_steps=1)
+    qkv = model.spikebert.encoder.layer[0].attention.qkv
+    x = (torch.rand(1, 8, 12, 32, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    s32 = qkv(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s16 = qkv(x)
+    assert s16.dtype == torch.bfloat16
+    h = qkv.norm(qkv.linear(x).unflatten(-1, (3, -1))) / model.config.tau
+    differ = s16.float() != s32
+    assert differ.float().mean() < 0.02
+    near = (h - model.config.v_threshold).abs() < 0.05
+    assert not (differ & ~near).any()
+
+
+# ---------------------------------------------------------------------------------- pipeline
+
+
+def test_text_classification_pipeline_loads_a_saved_student(tmp_path, monkeypatch):
+    """``transformers.pipeline("text-classification", model=dir)`` offline on a saved student
+    with its tokenizer (a WordPiece trained on the test fixtures): the labels come from the
+    config's id2label and the scores are the model's softmax."""
+    import json
+    from pathlib import Path
+
+    from transformers import pipeline
+
+    from spikebert.wordpiece import train_wordpiece
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fixture = Path(__file__).parents[1] / "fixtures" / "sst2" / "train.jsonl"
+    texts = [json.loads(line)["text"] for line in fixture.read_text().splitlines()]
+    tokenizer = train_wordpiece(texts, vocab_size=300, model_max_length=12)
+    labels = ["negative", "positive"]
+    model = tiny_model(vocab_size=len(tokenizer), num_labels=2,
+                       id2label=dict(enumerate(labels)),
+                       label2id={name: i for i, name in enumerate(labels)},
+                       pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+
+    classify = pipeline("text-classification", model=str(tmp_path))
+    sentences = ["a gripping , funny movie", texts[0] + " " + texts[1]]  # the 2nd: truncated
+    results = classify(sentences, truncation=True)
+    enc = tokenizer(sentences, truncation=True, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = model(**enc).logits.softmax(-1)
+    for result, p in zip(results, probs, strict=True):
+        assert result["label"] == labels[int(p.argmax())]
+        assert result["score"] == pytest.approx(float(p.max()), abs=1e-5)
+    ranked = classify(sentences[0], top_k=None)
+    assert {r["label"] for r in ranked} == set(labels)

@@ -46,13 +46,14 @@ def test_firing_rate_plot(model, tmp_path):
 
 
 def test_attention_map_plot(model, tmp_path):
-    out = model(torch.randint(1, 20, (1, 5)), output_attention_map=True)
+    out = model(torch.randint(1, 20, (1, 5)), output_attentions=True)
+    amap = out.attentions[-1]
     tokens = ["[CLS]", "a", "fine", "film", "[SEP]"]
-    assert _is_png(plot_attention_map(out.attention_map[0], tokens, tmp_path / "a.png"))
-    assert _is_png(plot_attention_map(out.attention_map[0], tokens[:3], tmp_path / "b.png",
+    assert _is_png(plot_attention_map(amap[0], tokens, tmp_path / "a.png"))
+    assert _is_png(plot_attention_map(amap[0], tokens[:3], tmp_path / "b.png",
                                       head=1))
     with pytest.raises(ValueError, match="tokens"):
-        plot_attention_map(out.attention_map[0], tokens * 2, tmp_path / "c.png")
+        plot_attention_map(amap[0], tokens * 2, tmp_path / "c.png")
 
 
 def test_sentence_attention_plot(model, tmp_path):

@@ -1,0 +1,78 @@
+"""Batches for the task recipes: tokenised when a batch is drawn, augmented on demand.
+
+Tokenising (and, in stage 2, augmenting) inside the DataLoader means a run only pays for the
+examples it uses: a five-step smoke run of stage 2 tokenises five batches, not the twenty-fold
+augmented training set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+
+class TaskCollator:
+    """Rows ``{"text" | "text_a", "text_b", "label"}`` -> a padded batch of tensors
+    (``input_ids``, ``attention_mask``, [``token_type_ids``], ``labels``).
+
+    ``padding="max_length"`` (training: every batch has the same shape) or ``"longest"``.
+    Pairs are two segments, truncated together to ``max_length``.
+    """
+
+    def __init__(self, tokenizer, text_fields: Sequence[str], max_length: int,
+                 padding: str = "max_length") -> None:
+        self.tokenizer, self.text_fields = tokenizer, tuple(text_fields)
+        self.max_length, self.padding = max_length, padding
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        texts = [[row[f] for row in rows] for f in self.text_fields]
+        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length,
+                             padding=self.padding, return_tensors="pt")
+        batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        batch["labels"] = torch.tensor([row["label"] for row in rows])
+        return batch
+
+
+class LazyAugmented(Dataset):
+    """Tang et al.'s augmented training set (``spikebert.augment``), built item by item.
+
+    Slot ``k`` is copy ``j = k % (n_iter + 1)`` of example ``i = k // (n_iter + 1)``: ``j = 0``
+    is the original, ``j >= 1`` the j-th of the distinct copies
+    ``Augmenter.augment_analyzed(analysis_i, i)`` gives (the same copies the eager
+    ``augment_dataset`` makes, seeded by ``[seed, i]``). An example with fewer than ``n_iter``
+    distinct copies (a short text) fills its remaining slots by cycling through its copies and
+    itself, so every example keeps ``n_iter + 1`` slots. The POS dictionary is fitted on the
+    whole training set first, as in the eager version.
+    """
+
+    def __init__(self, dataset, augmenter, text_fields: Sequence[str]) -> None:
+        self.rows = list(dataset)
+        self.text_fields = tuple(text_fields)
+        for i, row in enumerate(self.rows):
+            for f in self.text_fields:
+                if not isinstance(row.get(f), str):
+                    raise ValueError(f"training row {i}: field {f!r} is missing or not a string")
+        self.analyses = [[augmenter.analyzer(row[f]) for f in self.text_fields]
+                         for row in self.rows]
+        augmenter.fit_analyzed(a for per_row in self.analyses for a in per_row)
+        self.augmenter = augmenter
+        self.slots = augmenter.config.n_iter + 1
+
+    def __len__(self) -> int:
+        return len(self.rows) * self.slots
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        i, j = divmod(int(k), self.slots)
+        row = self.rows[i]
+        if j == 0:
+            return row
+        copies = self.augmenter.augment_analyzed(self.analyses[i], i)
+        if not copies:
+            return row
+        j = (j - 1) % (len(copies) + 1)
+        if j == len(copies):
+            return row
+        return {**row, **dict(zip(self.text_fields, copies[j], strict=True))}
