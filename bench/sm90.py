@@ -196,20 +196,24 @@ def sm90_launches() -> Iterator[Recorder]:
     rec = Recorder()
     original_run = JITFunction.run
 
-    def compile_only(self, *args, grid, warmup, **kwargs):
+    def compile_only(self, *args, **kwargs):
+        kwargs["warmup"] = True  # compile, do not launch
+        grid = kwargs.get("grid", ())
         log = io.StringIO()
         with contextlib.redirect_stdout(log), _ptxas_log_printed():
-            compiled = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+            compiled = original_run(self, *args, **kwargs)
         if "Used" in log.getvalue() and hasattr(compiled, "hash"):
             rec.ptxas_logs[compiled.hash] = log.getvalue()
         bound = dict(zip(self.arg_names, args, strict=False))
         bound.update({k: v for k, v in kwargs.items() if k in self.arg_names})
         constexprs = {p.name: bound.get(p.name) for p in self.params if p.is_constexpr}
-        constexprs.update({k: v for k, v in kwargs.items() if k not in self.arg_names})
+        constexprs.update({k: v for k, v in kwargs.items()
+                           if k not in self.arg_names and k not in ("grid", "warmup")})
         tensors = {name: (str(v.dtype).replace("torch.", ""), v.numel(), v.element_size(),
                           v.data_ptr())
                    for name, v in bound.items() if isinstance(v, torch.Tensor)}
-        rec.launches.append(Launch(self.fn.__name__, rec.phase, tuple(grid), constexprs,
+        grid = () if callable(grid) else tuple(grid)
+        rec.launches.append(Launch(self.fn.__name__, rec.phase, grid, constexprs,
                                    tensors, list(self.arg_names), compiled))
         return compiled
 
