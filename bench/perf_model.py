@@ -68,6 +68,11 @@ def _env_subprocess() -> dict:
     return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
+def cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("`", "'")[:160]
+
+
 def floor_bytes(e: int, mode: str) -> int:
     return e + 1 if mode == "infer" else 4 * e + 1
 
@@ -106,7 +111,7 @@ def lif_table(cases: dict) -> list[str]:
                 continue
             if r["error"]:
                 rows.append(f"| {dtype} | {MODES[mode]} | does not compile: "
-                            f"{r['error'].splitlines()[0][:80]} | | | | | | | |")
+                            f"{cell(sm90.error_summary(r['error']))} | | | | | | | |")
                 continue
             shape = r["case"]["shape"]
             steps = math.prod(shape)
@@ -144,7 +149,7 @@ def attention_tables(cases: dict) -> list[str]:
                     continue
                 if r["error"]:
                     rows.append(f"| {dtype} | {order} | {mode} | does not compile: "
-                                f"{r['error'].splitlines()[0][:90]} | | | | | | | | | |")
+                                f"{cell(sm90.error_summary(r['error']))} | | | | | | | | | |")
                     continue
                 e = sm90.DTYPES[dtype].itemsize
                 elements = math.prod(r["case"]["shape"])

@@ -479,6 +479,12 @@ def launch_record(launch: Launch, stats: Stats) -> dict:
                 bytes_touched=touched, **{k: v for k, v in st.items() if k != "used_params"})
 
 
+def error_summary(error: str) -> str:
+    """First and last line of a compile error (Triton puts the cause last)."""
+    lines = [x.strip() for x in error.splitlines() if x.strip()]
+    return lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
+
+
 def compile_cases(selected: list[Case], progress: bool = False,
                   sass: bool = True) -> dict[str, dict]:
     """{case id: {"error": None or text, "launches": [launch records]}} for every case."""
@@ -496,7 +502,7 @@ def compile_cases(selected: list[Case], progress: bool = False,
             results[case.id] = dict(case=dataclasses.asdict(case), error=error,
                                     launches=records, seconds=time.monotonic() - start)
             if progress:
-                status = "ERROR " + error.splitlines()[0][:150] if error else "ok"
+                status = "ERROR " + error_summary(error)[:200] if error else "ok"
                 print(f"[{time.monotonic() - start:5.1f}s] {case.id}: {len(records)} launches, "
                       f"{status}", file=sys.stderr, flush=True)
     return results

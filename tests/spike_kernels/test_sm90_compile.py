@@ -35,18 +35,24 @@ CASES = sm90.cases("test")
 # (strict: an unexpected pass fails, so a stale mark cannot linger).
 NARROW_H_NAN = ("defect: attention_triton.py binds tl.PropagateNan.ALL to a local variable, "
                 "so the bf16/fp16 forward that saves H (recompute=False) does not compile")
+QKV_BWD_SPILLS = ("defect: the 16-bit (Q K^T) V backward spills at SpikeBERT shapes "
+                  "(255 registers: _attn_bwd_dkdv_kernel 32 B, the recomputing forward 8 B)")
 LIF_SCALAR = ("defect: lif_triton.py do_not_specialize=['T', 'N'] drops N's divisibility "
               "by 16, so every global access of the LIF kernels is scalar")
 
 
 def known_defect(case: sm90.Case, check: str) -> str | None:
-    """The reason a check fails today on ``case``, or None."""
+    """Why a check fails today on ``case`` (the defects joined by "; "), or None."""
+    reasons = []
     narrow_h = case.op == "attention" and case.dtype != "fp32" and case.mode == "train"
     if check in ("compiles", "spills") and narrow_h:
-        return NARROW_H_NAN
+        reasons.append(NARROW_H_NAN)
+    if (check == "spills" and case.op == "attention" and case.order == "qk_v"
+            and case.mode != "infer"):
+        reasons.append(QKV_BWD_SPILLS)
     if check == "vector" and case.op == "lif":
-        return LIF_SCALAR
-    return None
+        reasons.append(LIF_SCALAR)
+    return "; ".join(reasons) or None
 
 
 def params(check: str, select) -> list:
@@ -119,10 +125,13 @@ def test_lif_128_bit_global_accesses(compiled, case):
 
 
 def test_harness_sees_what_a_launch_specialises(compiled):
-    """The harness itself: the stand-in launch keeps each launch's own constexprs, and the
-    PTX statistics are those of a real sm_90 build (registers counted, a kernel entry)."""
-    fwd = [x for r in compiled.values() if r["case"]["op"] == "lif" and not r["error"]
-           for x in r["launches"] if x["kernel"] == "_lif_forward_kernel"]
-    assert fwd and all(x["registers"] > 0 for x in fwd)
-    stores = {(x["constexprs"].get("STORE_H"), x["phase"]) for x in fwd}
-    assert (False, "forward") in stores and (True, "forward") in stores, stores
+    """The harness itself: each launch keeps its own constexprs (inference and training
+    forwards of the LIF differ) and the statistics come from a real sm_90 build."""
+    def forward(mode: str) -> dict:
+        case = sm90.Case("lif", "bf16", mode, (4, 32, 128, 768), label="spikebert")
+        return next(x for x in _result(compiled, case)["launches"] if x["phase"] == "forward")
+
+    infer, train = forward("infer"), forward("train")
+    assert infer["constexprs"] != train["constexprs"], infer["constexprs"]
+    for x in (infer, train):
+        assert x["registers"] > 0 and x["num_warps"] > 0 and x["global_bits"]["ld"], x
