@@ -10,8 +10,10 @@ shapes with :mod:`sm90` and prints the "Performance model" section of bench/READ
 * registers, spills, shared memory and occupancy per kernel (``ptxas -v``);
 * the predicted fraction of H200 bandwidth: Little's law caps the bandwidth a kernel can
   draw at (bytes in flight per SM) / (HBM latency x bandwidth per SM), with the bytes in
-  flight = resident threads x global-load bytes per thread in its PTX; times the share of
-  the traffic that is the floor's.
+  flight = resident threads x global-load bytes per thread in its PTX; the issue rate caps
+  it at (SASS instructions of the time loop's body / neurons per thread) per neuron-step;
+  a kernel takes the longer of the two times, and the fraction is the floor's time over
+  the sum of the path's kernel times.
 
 Usage::
 
@@ -97,9 +99,30 @@ def kernel_cell(launch: dict) -> str:
             f"{widths(launch)}-bit")
 
 
+def issue_rate() -> float:
+    """Thread instructions per second the H200 can issue (one warp instruction per
+    scheduler per cycle)."""
+    h = sm90.H200
+    return h["sms"] * h["schedulers_per_sm"] * h["clock_hz"] * 32
+
+
+def lif_launch_model(x: dict, steps: int) -> dict:
+    """Bytes, Little cap, SASS instructions per neuron-step (loop body / neurons per
+    thread) and the predicted seconds = max(memory time at the cap, issue time)."""
+    kb, cap = little_cap(x)
+    per_thread = x["constexprs"].get("BLOCK", 0) / (32 * x["num_warps"])
+    loop = (x.get("sass") or {}).get("loop", 0)
+    instr = loop / per_thread if loop and per_thread else None
+    budget = issue_rate() * (x["bytes_touched"] / steps) / sm90.H200["hbm_bytes_per_s"]
+    memory_s = x["bytes_touched"] / (sm90.H200["hbm_bytes_per_s"] * cap)
+    issue_s = instr * steps / issue_rate() if instr else 0.0
+    return dict(kb=kb, cap=cap, instr=instr, budget=budget, seconds=max(memory_s, issue_s))
+
+
 def lif_table(cases: dict) -> list[str]:
     rows = ["| dtype | path | kernels (registers, occupancy, global access bits) | "
-            "B / neuron-step | floor | floor / moved | in flight / SM | Little cap | "
+            "B / neuron-step | floor | floor / moved | in flight / SM (Little cap) | "
+            "SASS instr / neuron-step (budget at 4.8 TB/s) | "
             "predicted useful fraction of 4.8 TB/s | predicted us |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for dtype in ("fp32", "bf16"):
@@ -113,21 +136,20 @@ def lif_table(cases: dict) -> list[str]:
                 rows.append(f"| {dtype} | {MODES[mode]} | does not compile: "
                             f"{cell(sm90.error_summary(r['error']))} | | | | | | | |")
                 continue
-            shape = r["case"]["shape"]
-            steps = math.prod(shape)
+            steps = math.prod(r["case"]["shape"])
             e = sm90.DTYPES[dtype].itemsize
             moved = sum(x["bytes_touched"] for x in r["launches"]) / steps
             floor = floor_bytes(e, mode)
-            # the time of each launch at min(bandwidth, its Little cap); the path's fraction
-            seconds = sum(x["bytes_touched"] / (sm90.H200["hbm_bytes_per_s"] * little_cap(x)[1])
-                          for x in r["launches"])
+            models = [lif_launch_model(x, steps) for x in r["launches"]]
+            seconds = sum(m["seconds"] for m in models)
             floor_s = floor * steps / sm90.H200["hbm_bytes_per_s"]
-            inflight = "; ".join(f"{little_cap(x)[0]:.0f} KB" for x in r["launches"])
-            caps = "; ".join(f"{little_cap(x)[1]:.0%}" for x in r["launches"])
+            inflight = "; ".join(f"{m['kb']:.0f} KB ({m['cap']:.0%})" for m in models)
+            instr = "; ".join("?" if m["instr"] is None else
+                              f"{m['instr']:.0f} ({m['budget']:.0f})" for m in models)
             kernels = "; ".join(kernel_cell(x) for x in r["launches"])
             rows.append(f"| {dtype} | {MODES[mode]} | {kernels} | {moved:.2f} | {floor} | "
-                        f"{floor / moved:.0%} | {inflight} | {caps} | {floor_s / seconds:.0%} | "
-                        f"{seconds * 1e6:.0f} |")
+                        f"{floor / moved:.0%} | {inflight} | {instr} | {floor_s / seconds:.0%} "
+                        f"| {seconds * 1e6:.0f} |")
     return rows
 
 
@@ -191,7 +213,9 @@ def section(doc: dict) -> str:
         "and 228 KB shared memory per SM, 64 warps per SM. Bytes moved count each tensor a "
         "kernel's PTX touches once per launch (re-reads served by L2 are free); the Little "
         f"cap assumes {LATENCY_S * 1e9:.0f} ns loaded HBM latency, with every global load "
-        "of a thread's loop body in flight at once. Regenerate: "
+        "of a thread's loop body in flight at once; the instruction budget is what 132 SMs x "
+        f"4 schedulers at {sm90.H200['clock_hz'] / 1e9:.2f} GHz issue while the kernel's own "
+        "bytes per neuron-step stream at 4.8 TB/s. Regenerate: "
         "`python bench/perf_model.py --write bench/README.md`.",
         "",
         "### LIF at SpikeBERT's hidden layer, x `[4, 32, 128, 768]`",

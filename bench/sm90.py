@@ -47,10 +47,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 STANDIN_DEVICE = "sm90-standin"  # the JIT cache key of our target; never a real device index
 
-# H200 SXM (one SM of Hopper): the numbers the occupancy and bandwidth model use.
-H200 = dict(hbm_bytes_per_s=4.8e12, sms=132, regs_per_sm=65536, smem_per_sm=228 * 1024,
-            smem_per_block_max=227 * 1024, smem_reserved_per_block=1024, max_warps_per_sm=64,
-            max_blocks_per_sm=32, reg_alloc_unit=8)
+# H200 SXM (Hopper SMs): the numbers the occupancy, bandwidth and issue-rate model use;
+# clock_hz is the boost clock, each scheduler issues one warp instruction per cycle.
+H200 = dict(hbm_bytes_per_s=4.8e12, sms=132, clock_hz=1.98e9, schedulers_per_sm=4,
+            regs_per_sm=65536, smem_per_sm=228 * 1024, smem_per_block_max=227 * 1024,
+            smem_reserved_per_block=1024, max_warps_per_sm=64, max_blocks_per_sm=32,
+            reg_alloc_unit=8)
 
 
 # --------------------------------------------------------------------------- availability
@@ -402,8 +404,13 @@ def used_params(ptx: str) -> set[int]:
     return {int(i) for i in _PARAM.findall(ptx)}
 
 
-def sass_instructions(cubin: bytes) -> int | None:
-    """Number of SASS instructions (cuobjdump -sass), or None without cuobjdump."""
+_SASS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?);")
+_BRANCH = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)")
+
+
+def sass_counts(cubin: bytes) -> dict | None:
+    """SASS instructions (cuobjdump -sass): ``total`` and ``loop``, the body of the largest
+    loop (backward branch to its start), or None without cuobjdump."""
     tool = _nvidia_bin("cuobjdump")
     if tool is None:
         return None
@@ -413,7 +420,14 @@ def sass_instructions(cubin: bytes) -> int | None:
         done = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True)
     if done.returncode:
         return None
-    return sum(1 for line in done.stdout.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", line))
+    code = [(int(a, 16), text) for a, text in _SASS.findall(done.stdout)]
+    loop = 0
+    for addr, text in code:
+        target = _BRANCH.search(text)
+        if target and int(target.group(1), 16) < addr:
+            start = int(target.group(1), 16)
+            loop = max(loop, sum(1 for a, _ in code if start <= a <= addr))
+    return dict(total=len(code), loop=loop)
 
 
 def occupancy(registers: int, num_warps: int, shared: int) -> dict:
@@ -452,8 +466,7 @@ class Stats:
             st.update(shared=getattr(md, "shared", 0), num_warps=md.num_warps,
                       num_stages=getattr(md, "num_stages", None),
                       global_bits=global_accesses(ptx), used_params=sorted(used_params(ptx)),
-                      sass_instructions=sass_instructions(k.asm["cubin"]) if self._sass
-                      else None,
+                      sass=sass_counts(k.asm["cubin"]) if self._sass else None,
                       hash=key[:12])
             st.update(occupancy(st["registers"], md.num_warps, st["shared"]))
             self._cache[key] = st
