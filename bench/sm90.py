@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import inspect
 import io
 import json
 import os
@@ -311,6 +312,17 @@ def cases(matrix: str = "test") -> list[Case]:
         ("return_v_seq", True)), label="flags"))
     out.append(Case("lif", "bf16", "train", (4, 2, 96), kwargs=(
         ("v_reset", None), ("decay_input", False)), label="flags"))
+    # features of the lif op that not every version has: cases only where it has them
+    import spike_kernels
+
+    lif_args = inspect.signature(spike_kernels.lif).parameters
+    if "spike_dtype" in lif_args:  # an fp32 model feeding bf16 spikes to its next matmul
+        for mode in modes:
+            out.append(Case("lif", "fp32", mode, (4, 32, 128, 768),
+                            kwargs=(("spike_dtype", "bf16"),), label="spikebert"))
+    if "convention" in lif_args:
+        out.append(Case("lif", "bf16", "train", (4, 2, 96), kwargs=(
+            ("convention", "snntorch"), ("beta", 0.9)), label="flags"))
     if matrix == "all":
         from spike_kernels.surrogate import SURROGATE_NAMES
 
@@ -327,6 +339,8 @@ def run_case(case: Case, rec: Recorder) -> None:
     dtype = DTYPES[case.dtype]
     grad = case.mode != "infer"
     kw = dict(case.kwargs)
+    if "spike_dtype" in kw:
+        kw["spike_dtype"] = DTYPES[kw["spike_dtype"]]
     rec.phase = "forward"
     if case.op == "lif":
         x = torch.empty(case.shape, dtype=dtype, requires_grad=grad)
