@@ -29,6 +29,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
+import inspect
+import io
 import json
 import os
 import re
@@ -45,10 +48,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 STANDIN_DEVICE = "sm90-standin"  # the JIT cache key of our target; never a real device index
 
-# H200 SXM (one SM of Hopper): the numbers the occupancy and bandwidth model use.
-H200 = dict(hbm_bytes_per_s=4.8e12, sms=132, regs_per_sm=65536, smem_per_sm=228 * 1024,
-            smem_per_block_max=227 * 1024, smem_reserved_per_block=1024, max_warps_per_sm=64,
-            max_blocks_per_sm=32, reg_alloc_unit=8)
+# H200 SXM (Hopper SMs): the numbers the occupancy, bandwidth and issue-rate model use;
+# clock_hz is the boost clock, each scheduler issues one warp instruction per cycle.
+H200 = dict(hbm_bytes_per_s=4.8e12, sms=132, clock_hz=1.98e9, schedulers_per_sm=4,
+            regs_per_sm=65536, smem_per_sm=228 * 1024, smem_per_block_max=227 * 1024,
+            smem_reserved_per_block=1024, max_warps_per_sm=64, max_blocks_per_sm=32,
+            reg_alloc_unit=8)
 
 
 # --------------------------------------------------------------------------- availability
@@ -96,6 +101,7 @@ def ptxas_path() -> str | None:
         return _nvidia_bin("ptxas")
 
 
+@functools.cache
 def _ptxas_major(ptxas: str) -> int:
     out = subprocess.run([ptxas, "--version"], capture_output=True, text=True).stdout
     found = re.search(r"release (\d+)\.", out)
@@ -158,6 +164,22 @@ class Recorder:
 
     launches: list[Launch] = dataclasses.field(default_factory=list)
     phase: str = "forward"
+    ptxas_logs: dict[str, str] = dataclasses.field(default_factory=dict)  # by kernel hash
+
+
+@contextlib.contextmanager
+def _ptxas_log_printed() -> Iterator[None]:
+    """Triton 3.9 prints its own ``ptxas -v`` log when asked (saves a second ptxas run);
+    where it cannot, nothing is printed and :func:`ptxas_stats` runs ptxas itself."""
+    from triton import knobs
+
+    if "dump_ptxas_log" not in type(knobs.nvidia).__dict__ or not hasattr(knobs.nvidia,
+                                                                            "scope"):
+        yield
+        return
+    with knobs.nvidia.scope():
+        knobs.nvidia.dump_ptxas_log = True
+        yield
 
 
 @contextlib.contextmanager
@@ -177,16 +199,24 @@ def sm90_launches() -> Iterator[Recorder]:
     rec = Recorder()
     original_run = JITFunction.run
 
-    def compile_only(self, *args, grid, warmup, **kwargs):
-        compiled = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+    def compile_only(self, *args, **kwargs):
+        kwargs["warmup"] = True  # compile, do not launch
+        grid = kwargs.get("grid", ())
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log), _ptxas_log_printed():
+            compiled = original_run(self, *args, **kwargs)
+        if "Used" in log.getvalue() and hasattr(compiled, "hash"):
+            rec.ptxas_logs[compiled.hash] = log.getvalue()
         bound = dict(zip(self.arg_names, args, strict=False))
         bound.update({k: v for k, v in kwargs.items() if k in self.arg_names})
         constexprs = {p.name: bound.get(p.name) for p in self.params if p.is_constexpr}
-        constexprs.update({k: v for k, v in kwargs.items() if k not in self.arg_names})
+        constexprs.update({k: v for k, v in kwargs.items()
+                           if k not in self.arg_names and k not in ("grid", "warmup")})
         tensors = {name: (str(v.dtype).replace("torch.", ""), v.numel(), v.element_size(),
                           v.data_ptr())
                    for name, v in bound.items() if isinstance(v, torch.Tensor)}
-        rec.launches.append(Launch(self.fn.__name__, rec.phase, tuple(grid), constexprs,
+        grid = () if callable(grid) else tuple(grid)
+        rec.launches.append(Launch(self.fn.__name__, rec.phase, grid, constexprs,
                                    tensors, list(self.arg_names), compiled))
         return compiled
 
@@ -282,6 +312,17 @@ def cases(matrix: str = "test") -> list[Case]:
         ("return_v_seq", True)), label="flags"))
     out.append(Case("lif", "bf16", "train", (4, 2, 96), kwargs=(
         ("v_reset", None), ("decay_input", False)), label="flags"))
+    # features of the lif op that not every version has: cases only where it has them
+    import spike_kernels
+
+    lif_args = inspect.signature(spike_kernels.lif).parameters
+    if "spike_dtype" in lif_args:  # an fp32 model feeding bf16 spikes to its next matmul
+        for mode in modes:
+            out.append(Case("lif", "fp32", mode, (4, 32, 128, 768),
+                            kwargs=(("spike_dtype", "bf16"),), label="spikebert"))
+    if "convention" in lif_args:
+        out.append(Case("lif", "bf16", "train", (4, 2, 96), kwargs=(
+            ("convention", "snntorch"), ("beta", 0.9)), label="flags"))
     if matrix == "all":
         from spike_kernels.surrogate import SURROGATE_NAMES
 
@@ -298,6 +339,8 @@ def run_case(case: Case, rec: Recorder) -> None:
     dtype = DTYPES[case.dtype]
     grad = case.mode != "infer"
     kw = dict(case.kwargs)
+    if "spike_dtype" in kw:
+        kw["spike_dtype"] = DTYPES[kw["spike_dtype"]]
     rec.phase = "forward"
     if case.op == "lif":
         x = torch.empty(case.shape, dtype=dtype, requires_grad=grad)
@@ -334,8 +377,11 @@ _GLOBAL = re.compile(r"\b(ld|st)\.global((?:\.\w+)*?)(?:\.v(\d))?\.([bfsu])(\d+)
 _PARAM = re.compile(r"ld\.param\.\w+\s+%\w+, \[\w+_param_(\d+)\]")
 
 
-def ptxas_stats(ptx: str, fp_fusion: bool = True) -> dict:
-    """``ptxas -v`` on the PTX with Triton's own flags: registers, spill bytes, stack."""
+def ptxas_stats(ptx: str, fp_fusion: bool = True, log: str | None = None) -> dict:
+    """``ptxas -v`` on the PTX with Triton's own flags: registers, spill bytes, stack.
+    ``log``: the output of Triton's own ``ptxas -v`` run on this PTX, when it was captured."""
+    if log is not None:
+        return _parse_ptxas(log)
     ptxas = ptxas_path()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
@@ -347,7 +393,10 @@ def ptxas_stats(ptx: str, fp_fusion: bool = True) -> dict:
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"ptxas failed ({done.returncode}): {done.stderr[-2000:]}")
-    log = done.stderr + done.stdout
+    return _parse_ptxas(done.stderr + done.stdout)
+
+
+def _parse_ptxas(log: str) -> dict:
     spill = _PTXAS_SPILL.search(log)
     regs = _PTXAS_REGS.search(log)
     if spill is None or regs is None:
@@ -369,8 +418,13 @@ def used_params(ptx: str) -> set[int]:
     return {int(i) for i in _PARAM.findall(ptx)}
 
 
-def sass_instructions(cubin: bytes) -> int | None:
-    """Number of SASS instructions (cuobjdump -sass), or None without cuobjdump."""
+_SASS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?);")
+_BRANCH = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)")
+
+
+def sass_counts(cubin: bytes) -> dict | None:
+    """SASS instructions (cuobjdump -sass): ``total`` and ``loop``, the body of the largest
+    loop (backward branch to its start), or None without cuobjdump."""
     tool = _nvidia_bin("cuobjdump")
     if tool is None:
         return None
@@ -380,7 +434,14 @@ def sass_instructions(cubin: bytes) -> int | None:
         done = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True)
     if done.returncode:
         return None
-    return sum(1 for line in done.stdout.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", line))
+    code = [(int(a, 16), text) for a, text in _SASS.findall(done.stdout)]
+    loop = 0
+    for addr, text in code:
+        target = _BRANCH.search(text)
+        if target and int(target.group(1), 16) < addr:
+            start = int(target.group(1), 16)
+            loop = max(loop, sum(1 for a, _ in code if start <= a <= addr))
+    return dict(total=len(code), loop=loop)
 
 
 def occupancy(registers: int, num_warps: int, shared: int) -> dict:
@@ -404,8 +465,10 @@ def occupancy(registers: int, num_warps: int, shared: int) -> dict:
 class Stats:
     """Statistics of compiled kernels, computed once per compiled binary (by its hash)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ptxas_logs: dict[str, str] | None = None, sass: bool = True) -> None:
         self._cache: dict[str, dict] = {}
+        self._logs = {} if ptxas_logs is None else ptxas_logs
+        self._sass = sass
 
     def of(self, launch: Launch) -> dict:
         k = launch.compiled
@@ -413,11 +476,11 @@ class Stats:
         if key not in self._cache:
             md = k.metadata
             ptx = k.asm["ptx"]
-            st = ptxas_stats(ptx, getattr(md, "enable_fp_fusion", True))
+            st = ptxas_stats(ptx, getattr(md, "enable_fp_fusion", True), self._logs.get(key))
             st.update(shared=getattr(md, "shared", 0), num_warps=md.num_warps,
                       num_stages=getattr(md, "num_stages", None),
                       global_bits=global_accesses(ptx), used_params=sorted(used_params(ptx)),
-                      sass_instructions=sass_instructions(k.asm["cubin"]),
+                      sass=sass_counts(k.asm["cubin"]) if self._sass else None,
                       hash=key[:12])
             st.update(occupancy(st["registers"], md.num_warps, st["shared"]))
             self._cache[key] = st
@@ -443,11 +506,18 @@ def launch_record(launch: Launch, stats: Stats) -> dict:
                 bytes_touched=touched, **{k: v for k, v in st.items() if k != "used_params"})
 
 
-def compile_cases(selected: list[Case], progress: bool = False) -> dict[str, dict]:
+def error_summary(error: str) -> str:
+    """First and last line of a compile error (Triton puts the cause last)."""
+    lines = [x.strip() for x in error.splitlines() if x.strip()]
+    return lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
+
+
+def compile_cases(selected: list[Case], progress: bool = False,
+                  sass: bool = True) -> dict[str, dict]:
     """{case id: {"error": None or text, "launches": [launch records]}} for every case."""
-    stats = Stats()
     results: dict[str, dict] = {}
     with sm90_launches() as rec:
+        stats = Stats(rec.ptxas_logs, sass)
         for case in selected:
             start, first = time.monotonic(), len(rec.launches)
             error = None
@@ -459,10 +529,49 @@ def compile_cases(selected: list[Case], progress: bool = False) -> dict[str, dic
             results[case.id] = dict(case=dataclasses.asdict(case), error=error,
                                     launches=records, seconds=time.monotonic() - start)
             if progress:
-                status = "ERROR " + error.splitlines()[0][:150] if error else "ok"
+                status = "ERROR " + error_summary(error)[:200] if error else "ok"
                 print(f"[{time.monotonic() - start:5.1f}s] {case.id}: {len(records)} launches, "
                       f"{status}", file=sys.stderr, flush=True)
     return results
+
+
+def shards(selected: list[Case], n: int) -> list[list[Case]]:
+    """Split into ``n`` parts of similar compile time, keeping each (op, dtype, order) group
+    (which share most kernels) in one part."""
+    groups: dict[tuple, list[Case]] = {}
+    for c in selected:
+        groups.setdefault((c.op, c.dtype, c.order), []).append(c)
+    weight = lambda g: len(g) * (4 if g[0].op == "attention" else 1)
+    parts: list[list[Case]] = [[] for _ in range(n)]
+    load = [0] * n
+    for g in sorted(groups.values(), key=weight, reverse=True):
+        i = load.index(min(load))
+        parts[i] += g
+        load[i] += weight(g)
+    return [p for p in parts if p]
+
+
+def compile_parallel(selected: list[Case], jobs: int, progress: bool = False,
+                     sass: bool = True, matrix: str = "test") -> dict[str, dict]:
+    """:func:`compile_cases` in ``jobs`` fresh interpreters (TRITON_INTERPRET unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for i, part in enumerate(shards(selected, jobs)):
+            ids = Path(tmp) / f"ids{i}.txt"
+            ids.write_text("\n".join(c.id for c in part))
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--matrix", matrix,
+                   "--ids", str(ids), "--json", str(Path(tmp) / f"part{i}.json")]
+            cmd += [] if progress else ["-q"]
+            cmd += [] if sass else ["--no-sass"]
+            procs.append((subprocess.Popen(cmd, env=env), Path(tmp) / f"part{i}.json"))
+        results: dict[str, dict] = {}
+        for proc, out in procs:
+            if proc.wait():
+                raise RuntimeError(f"a compile worker failed (exit {proc.returncode})")
+            results.update(json.loads(out.read_text())["cases"])
+    return {c.id: results[c.id] for c in selected}
 
 
 def environment() -> dict:
@@ -477,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--matrix", choices=("test", "all"), default="test")
     ap.add_argument("--filter", default="", help="only cases whose id contains this")
+    ap.add_argument("--ids", type=Path, help="only the case ids listed in this file")
+    ap.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
+    ap.add_argument("--no-sass", action="store_true", help="skip the SASS instruction count")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -487,8 +599,15 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(dict(skip=reason)))
         return 0
     selected = [c for c in cases(args.matrix) if args.filter in c.id]
+    if args.ids:
+        wanted = set(args.ids.read_text().split())
+        selected = [c for c in selected if c.id in wanted]
     start = time.monotonic()
-    results = compile_cases(selected, progress=not args.quiet)
+    if args.jobs > 1:
+        results = compile_parallel(selected, args.jobs, not args.quiet, not args.no_sass,
+                                   args.matrix)
+    else:
+        results = compile_cases(selected, not args.quiet, not args.no_sass)
     doc = dict(environment=environment(), seconds=time.monotonic() - start, cases=results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
