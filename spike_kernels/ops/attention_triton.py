@@ -154,9 +154,10 @@ def _attn_fwd_kernel(
                 # rounding to fp16/bf16 must not carry H across the threshold (backward
                 # derives the reset mask H < V_th from it): clamp to the nearest
                 # representable values on the spike's side, h_below < V_th <= h_above
-                nan = tl.PropagateNan.ALL
-                h = tl.where(fired, tl.maximum(h, h_above, propagate_nan=nan),
-                             tl.minimum(h, h_below, propagate_nan=nan))
+                # (a NaN H stays NaN; the enum is passed inline: bound to a local it
+                # becomes a value Triton's compiler cannot convert to a tensor)
+                h = tl.where(fired, tl.maximum(h, h_above, propagate_nan=tl.PropagateNan.ALL),
+                             tl.minimum(h, h_below, propagate_nan=tl.PropagateNan.ALL))
             tl.store(h_tile, h.to(h_ptr.dtype.element_ty), mask=md_ok)
         q_tile += sq_t
         s_tile += ss_t
@@ -397,22 +398,50 @@ def _attn_bwd_dkdv_kv_kernel(
         c_tile += BH * L * D
 
 
-def _blocks(L: int, D: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps): smaller row tiles for wider heads so the
-    fp32 tiles (membrane, accumulator) fit in registers. Not tuned on hardware yet."""
+# (BLOCK_M, BLOCK_N, num_warps) per (pass, 16-bit input?, BLOCK_D), picked from ``ptxas -v``
+# for sm_90 (registers and spills at L = 64..128; see the notes of bench/): "rows" = the
+# forward and the dQ kernels (BLOCK_M query rows, BLOCK_N keys per inner step), "cols" =
+# the dK/dV kernel (BLOCK_N key rows, BLOCK_M queries per inner step), "kv" = the Q (K^T V)
+# kernels (BLOCK_N rows of the gram / dK dV kernels). fp32 tiles are smaller: tf32x3 keeps
+# hi and lo halves of both operands.
+_TILES = {
+    ("rows", True, 16): (64, 64, 4), ("rows", True, 32): (64, 64, 4),
+    ("rows", True, 64): (64, 64, 8), ("rows", True, 128): (64, 64, 8),
+    ("rows", True, 256): (16, 32, 8),
+    ("cols", True, 16): (64, 64, 4), ("cols", True, 32): (64, 64, 4),
+    ("cols", True, 64): (64, 64, 8), ("cols", True, 128): (32, 32, 8),
+    ("cols", True, 256): (16, 32, 8),
+    ("rows", False, 16): (32, 32, 4), ("rows", False, 32): (32, 32, 8),
+    ("rows", False, 64): (32, 32, 8), ("rows", False, 128): (16, 32, 8),
+    ("rows", False, 256): (16, 32, 8),
+    ("cols", False, 16): (32, 32, 4), ("cols", False, 32): (16, 32, 8),
+    ("cols", False, 64): (16, 32, 8), ("cols", False, 128): (32, 32, 8),
+    ("cols", False, 256): (16, 32, 8),
+}
+_KV_TILES = {16: (64, 4), 32: (64, 4), 64: (64, 4), 128: (32, 8)}
+
+
+def _blocks(kind: str, dtype: torch.dtype, L: int, D: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps) of one pass; rows and keys blocks shrink to
+    ``L`` rounded up to a power of two (at least 16, the smallest tensor-core tile)."""
     block_d = max(16, triton.next_power_of_2(D))
-    cap_m, cap_n, warps = {16: (64, 64, 4), 32: (64, 64, 4), 64: (64, 64, 4),
-                           128: (32, 32, 8), 256: (16, 32, 8)}[block_d]
     fit = max(16, triton.next_power_of_2(L))
+    if kind == "kv":
+        cap_n, warps = _KV_TILES[block_d]
+        return 0, min(cap_n, fit), block_d, warps
+    cap_m, cap_n, warps = _TILES[(kind, dtype.itemsize == 2, block_d)]
     return min(cap_m, fit), min(cap_n, fit), block_d, warps
 
 
 def _precision(dtype: torch.dtype, split: bool = True) -> dict:
-    """Dot flags. SPLIT (kernels with fp32 operands): 16-bit inputs split them; DOT_PRECISION:
-    fp32 avoids TF32 (the flag only affects fp32 dots, so 16-bit ones keep the default);
+    """Dot flags. DOT_PRECISION: fp32 inputs use "tf32x3" (tensor cores; each operand is a
+    tf32 hi + lo pair, three products): exact where every operand has at most ~22
+    significant bits, which covers spikes and integer sums below 2^22, and otherwise within
+    a few fp32 rounding steps; 16-bit inputs ignore the flag. SPLIT (kernels with fp32
+    operands such as KV and W): 16-bit inputs meet them as a hi + lo pair of 16-bit tiles.
     UPCAST: see ``_mma``."""
     fp32 = dtype == torch.float32
-    flags = dict(DOT_PRECISION="ieee" if fp32 else "tf32",
+    flags = dict(DOT_PRECISION="tf32x3" if fp32 else "tf32",
                  UPCAST=interpreter_enabled() and dtype == torch.bfloat16)
     return dict(flags, SPLIT=not fp32) if split else flags
 
@@ -431,7 +460,7 @@ def gram_triton(a: torch.Tensor, b: torch.Tensor, key_mask: torch.Tensor | None)
     """``A'^T B`` per (t, batch, head): ``[T, B*H, Dh, Dh]`` fp32, A's masked rows zeroed."""
     T, B, H, L, D = a.shape
     out = torch.empty((T, B * H, D, D), dtype=torch.float32, device=a.device)
-    _, block_l, block_d, warps = _blocks(L, D)
+    _, block_l, block_d, warps = _blocks("kv", a.dtype, L, D)
     mask, mask_strides = _mask_args(key_mask, a)
     _gram_kernel[(T * B * H,)](
         a, b, mask, out, *_strides(a), *_strides(b), *mask_strides,
@@ -453,7 +482,7 @@ def spike_view(s: torch.Tensor, shape, out_blhd: bool) -> torch.Tensor:
 def _forward_launch(q, k, v, key_mask, kv, p: NeuronParams, scale, causal, s5, h_seq,
                     store_s: bool, store_h: bool) -> None:
     T, B, H, L, D = q.shape
-    block_m, block_n, block_d, warps = _blocks(L, D)
+    block_m, block_n, block_d, warps = _blocks("rows", q.dtype, L, D)
     mask, mask_strides = _mask_args(key_mask, q)
     narrow_h = store_h and h_seq.element_size() < 4
     h_below, h_above = threshold_bracket(p.v_threshold, h_seq.dtype) if narrow_h else (0.0, 0.0)
@@ -506,7 +535,7 @@ def attention_backward_triton(
         h_seq = saved_h
     gs5 = spike_view(grad_s, q.shape, out_blhd)
     g = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    block_m, block_n, block_d, warps = _blocks(L, D)
+    block_m, block_n, block_d, warps = _blocks("rows", q.dtype, L, D)
     mask, mask_strides = _mask_args(key_mask, q)
     _attn_bwd_dq_kernel[(B * H, triton.cdiv(L, block_m))](
         gs5, h_seq, k, v, mask, q if kv is None else kv, g, dq,
@@ -521,6 +550,7 @@ def attention_backward_triton(
     del h_seq
     if kv_order:
         w = gram_triton(q, g, None)
+        _, block_n, block_d, warps = _blocks("kv", q.dtype, L, D)
         _attn_bwd_dkdv_kv_kernel[(B * H, triton.cdiv(L, block_n))](
             k, v, w, mask, dk, dv, *_strides(k), *_strides(v), *mask_strides,
             T, H, L, D, scale,
@@ -528,6 +558,7 @@ def attention_backward_triton(
             BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
         )
     else:
+        block_m, block_n, block_d, warps = _blocks("cols", q.dtype, L, D)
         _attn_bwd_dkdv_kernel[(B * H, triton.cdiv(L, block_n))](
             q, k, v, g, mask, dk, dv, *_strides(q), *_strides(k), *_strides(v), *mask_strides,
             T, H, L, D, scale,
