@@ -516,6 +516,26 @@ def spikingjelly_neuron(provider: str, *, dtype: torch.dtype = torch.float32,
         sel._compiled_selections.clear()
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)``, restoring the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): a shared machine's timings
+    are only comparable within one run, and this says how busy it was."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def snntorch_leaky(*, tau: float, v_threshold: float, alpha: float) -> torch.nn.Module:
     """snnTorch's ``Leaky`` closest to the LIF benchmarked: beta = 1 - 1/tau, reset to zero,
     sigmoid surrogate of the same slope (snnTorch's charge does not divide the input by tau,

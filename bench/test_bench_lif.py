@@ -13,11 +13,14 @@ threshold 1, hard reset to 0, sigmoid surrogate alpha 4, no detach); snnTorch it
 effective bandwidth at SPEC.md §6's floor bytes per neuron-step (``lif_floor_bytes``) and
 ``x_floor`` the time over that floor at this run's device-to-device copy bandwidth.
 
-Matrix: by default T in {4, 8} at N = 2^20 fp32 plus T=8 bf16 on CPU, and T in {4, 8, 16,
-32} at N = 2^22 in fp32 and bf16 on CUDA; ``--benchmark-full``: T in {4, 8, 16, 32} x N in
-{2^16, 2^20} (CPU) or {2^20, 2^22} (CUDA) x {fp32, bf16}. The ``torch-compile`` peer compiles
-every shape anew (1-2 minutes each on 2 CPU cores), so the default run has it only at
-fwd+bwd T=8 (fp32 on CPU, bf16 on CUDA).
+Matrix: by default on CPU fwd+bwd at T in {4, 8, 16}, N = 2^20, fp32 (every provider,
+``torch-compile`` included: the issue-14 comparison), fwd at T=8 fp32 and both modes at T=8
+bf16; on CUDA T in {4, 8, 16, 32} at N = 2^22 in fp32 and bf16. ``--benchmark-full``: T in
+{4, 8, 16, 32} x N in {2^16, 2^20} (CPU) or {2^20, 2^22} (CUDA) x {fp32, bf16}. The
+``torch-compile`` peer compiles every shape anew (1-2 minutes each on 2 CPU cores), so by
+default it runs only at fwd+bwd fp32 on CPU and at fwd+bwd T=8 bf16 on CUDA. On CPU every
+provider runs on one thread (``torch.set_num_threads(1)`` for the case, restored after):
+the per-core comparison, not a measure of how the 2 cores of a shared machine are split.
 """
 
 from __future__ import annotations
@@ -57,15 +60,17 @@ def lif_cases(device: str, full: bool) -> list[LifCase]:
         return [LifCase(m, T, N, d) for m in modes for d in dtypes for N in sizes for T in times]
     if device == "cuda":
         return [LifCase(m, T, 1 << 22, d) for m in modes for d in dtypes for T in times]
-    return [LifCase(m, T, 1 << 20, d) for m in modes
-            for T, d in ((4, "float32"), (8, "float32"), (8, "bfloat16"))]
+    return [LifCase("fwd+bwd", T, 1 << 20, "float32") for T in (4, 8, 16)] + [
+        LifCase("fwd", 8, 1 << 20, "float32"),
+        *(LifCase(m, 8, 1 << 20, "bfloat16") for m in modes)]
 
 
 def wanted(provider: str, case: LifCase, device: str, full: bool) -> bool:
     if provider != "torch-compile" or full:
         return True
-    return (case.mode, case.T, case.dtype) == (
-        "fwd+bwd", 8, "bfloat16" if device == "cuda" else "float32")
+    if device == "cuda":
+        return (case.mode, case.T, case.dtype) == ("fwd+bwd", 8, "bfloat16")
+    return (case.mode, case.dtype) == ("fwd+bwd", "float32")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -114,6 +119,8 @@ def test_lif(bench, lif_case: LifCase, provider: str) -> None:
     # N(1.5, 1) input: with tau 2 and threshold 1 about a third of the neuron-steps fire
     x = (torch.randn(case.T, case.N, device=device, generator=gen) + 1.5).to(dtype)
     with contextlib.ExitStack() as stack:
+        if device == "cpu":
+            stack.enter_context(bl.torch_threads(1))
         neuron, detail = provider_fn(provider, case, stack)
         if case.mode == "fwd":
             def fn():
@@ -132,7 +139,8 @@ def test_lif(bench, lif_case: LifCase, provider: str) -> None:
             copy = bench.copy_gbs()
             gbs = floor / stats["median"] / 1e9
             return {"floor_bytes_per_neuron_step": bl.lif_floor_bytes(dtype, case.mode),
-                    "gbs": gbs, "copy_gbs": copy, "x_floor": copy / gbs}
+                    "gbs": gbs, "copy_gbs": copy, "x_floor": copy / gbs,
+                    "torch_threads": torch.get_num_threads(), "load_avg": bl.load_average()}
 
         bench.run(fn, group="lif", mode=case.mode, params={"T": case.T, "N": case.N},
                   shape=[case.T, case.N], dtype=case.dtype, provider=provider,

@@ -3,24 +3,97 @@
 Two ops, ``spike_kernels::lif_forward`` and ``spike_kernels::lif_backward``, each with a
 fake (meta) implementation, joined by ``register_autograd``; ``torch.compile(fullgraph=True)``
 traces a model that calls :func:`lif` without a graph break. Each op dispatches to the
-Triton kernels (:mod:`.lif_triton`) or the PyTorch path (:mod:`.lif_torch`).
+Triton kernels (:mod:`.lif_triton`) or the PyTorch path (:mod:`.lif_torch`); both take the
+same :class:`~spike_kernels.params.NeuronParams`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import NamedTuple
+
 import torch
 
 from ..backend import resolve_backend
-from ..params import NeuronParams
+from ..params import NeuronParams, check_bool, check_float_dtype, check_tensor
 from ..surrogate import Surrogate, get_surrogate
 from . import lif_torch
+
+__all__ = ["check_tensor", "lif"]
 
 _EMPTY: tuple[int, ...] = (0,)
 
 
-def _params(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha):
-    return NeuronParams(tau, decay_input, v_threshold, v_reset, detach_reset,
-                        get_surrogate(surrogate, alpha))
+class _Neuron(NamedTuple):
+    """The neuron arguments of both custom ops, in schema order (after the tensors)."""
+
+    tau: float
+    decay_input: bool
+    v_threshold: float
+    v_reset: float | None
+    detach_reset: bool
+    surrogate: str
+    alpha: float
+    convention: str
+    beta: float | None
+
+    @classmethod
+    def of(cls, p: NeuronParams) -> _Neuron:
+        return cls(p.tau, p.decay_input, p.v_threshold, p.v_reset, p.detach_reset,
+                   p.surrogate.name, p.surrogate.alpha, p.convention, p.beta)
+
+
+class _Forward(NamedTuple):
+    """All non-tensor arguments of ``lif_forward``, read by name in autograd."""
+
+    neuron: _Neuron
+    spike_dtype: torch.dtype
+    recompute: bool
+    want_v_seq: bool
+    use_triton: bool
+
+
+@functools.lru_cache(maxsize=256)
+def _params(n: _Neuron) -> NeuronParams:
+    """NeuronParams from the ops' scalar arguments (validated once per distinct neuron)."""
+    return NeuronParams(n.tau, n.decay_input, n.v_threshold, n.v_reset, n.detach_reset,
+                        get_surrogate(n.surrogate, n.alpha), n.convention, n.beta)
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _make_params(**kwargs) -> NeuronParams:
+    return NeuronParams.make(**kwargs)
+
+
+def make_params(**kwargs) -> NeuronParams:
+    """:meth:`NeuronParams.make`, cached per distinct (typed) arguments: validation runs once
+    per neuron configuration, not on every call of the op. Only immutable surrogates (a name
+    or a :class:`Surrogate`) are cached: another object could change its alpha later."""
+    if not isinstance(kwargs.get("surrogate"), str | Surrogate):
+        return NeuronParams.make(**kwargs)
+    try:
+        return _make_params(**kwargs)
+    except TypeError:  # an unhashable argument: let the validation name it
+        return NeuronParams.make(**kwargs)
+
+
+@functools.cache
+def _torch_path_has_flags() -> bool:
+    """Whether :mod:`.lif_torch` takes ``spike_dtype`` and the snnTorch convention yet
+    (helper lifcpu's side of the contract; until then those flags raise on that path)."""
+    return "spike_dtype" in inspect.signature(lif_torch.lif_forward_torch).parameters
+
+
+def _check_torch_path(p: NeuronParams, x: torch.Tensor, spike_dtype: torch.dtype) -> None:
+    if _torch_path_has_flags():
+        return
+    if p.snntorch or spike_dtype != x.dtype:
+        raise NotImplementedError(
+            "the PyTorch path of lif does not implement convention='snntorch' or a "
+            "spike_dtype other than x's dtype yet; use backend='triton' (CUDA, or "
+            "TRITON_INTERPRET=1) or spike_kernels.lif_ref"
+        )
 
 
 @torch.library.custom_op("spike_kernels::lif_forward", mutates_args=())
@@ -34,28 +107,35 @@ def lif_forward_op(
     detach_reset: bool,
     surrogate: str,
     alpha: float,
+    convention: str,
+    beta: float | None,
+    spike_dtype: torch.dtype,
     recompute: bool,
     want_v_seq: bool,
     use_triton: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(spikes, v_last, saved H or empty, v_seq or empty)."""
-    p = _params(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
+    """(spikes in spike_dtype, v_last, saved H or empty, v_seq or empty)."""
+    p = _params(_Neuron(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
+                        convention, beta))
     if use_triton:
         from .lif_triton import lif_forward_triton
 
-        return lif_forward_triton(x, v_init, p, not recompute, want_v_seq)
+        return lif_forward_triton(x, v_init, p, not recompute, want_v_seq, spike_dtype)
+    _check_torch_path(p, x, spike_dtype)
+    if _torch_path_has_flags():
+        return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq, spike_dtype)
     return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq)
 
 
 @lif_forward_op.register_fake
-def _(x, v_init, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
-      recompute, want_v_seq, use_triton):
+def _(x, v_init, *args):
+    cfg = _Forward(_Neuron(*args[:9]), *args[9:])
     # contiguous, as both implementations allocate them (empty_like would keep x's strides)
     return (
-        x.new_empty(x.shape),
+        x.new_empty(x.shape, dtype=cfg.spike_dtype),
         x.new_empty(x.shape[1:]),
-        x.new_empty(_EMPTY) if recompute else x.new_empty(x.shape),
-        x.new_empty(x.shape) if want_v_seq else x.new_empty(_EMPTY),
+        x.new_empty(_EMPTY) if cfg.recompute else x.new_empty(x.shape),
+        x.new_empty(x.shape) if cfg.want_v_seq else x.new_empty(_EMPTY),
     )
 
 
@@ -73,67 +153,54 @@ def lif_backward_op(
     detach_reset: bool,
     surrogate: str,
     alpha: float,
+    convention: str,
+    beta: float | None,
     recompute: bool,
     use_triton: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad_x, grad_v_init). ``saved`` is H, or x itself when ``recompute``."""
-    p = _params(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
-    v_dtype = saved.dtype
+    """(grad_x, grad_v_init) in x's dtype. ``saved`` is H, or x itself when ``recompute``."""
+    p = _params(_Neuron(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
+                        convention, beta))
     if use_triton:
-        from . import lif_triton as impl
+        from .lif_triton import lif_backward_triton
 
-        recompute_h, backward = impl.recompute_h_triton, impl.lif_backward_triton
-    else:
-        recompute_h, backward = lif_torch.recompute_h_torch, lif_torch.lif_backward_torch
-    h_seq = recompute_h(saved, v_init, p) if recompute else saved
-    grad_x, grad_v_init = backward(grad_s, grad_v_last, grad_v_seq, h_seq, p, v_dtype)
+        return lif_backward_triton(grad_s, grad_v_last, grad_v_seq, saved, v_init, p, recompute)
+    h_seq = lif_torch.recompute_h_torch(saved, v_init, p) if recompute else saved
+    if _torch_path_has_flags():
+        return lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, h_seq, p,
+                                            saved.dtype, v_init=v_init)
+    grad_x, grad_v_init = lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, h_seq,
+                                                       p, saved.dtype)
     return grad_x.to(saved.dtype), grad_v_init
 
 
 @lif_backward_op.register_fake
-def _(grad_s, grad_v_last, grad_v_seq, saved, v_init, tau, decay_input, v_threshold, v_reset,
-      detach_reset, surrogate, alpha, recompute, use_triton):
+def _(grad_s, grad_v_last, grad_v_seq, saved, *args):
     return saved.new_empty(saved.shape), saved.new_empty(saved.shape[1:])
 
 
 def _setup_context(ctx, inputs, output):
-    x, v_init, *config = inputs
-    _, _, h_seq, _ = output
-    recompute = config[7]
-    ctx.config = config
+    x, v_init, *args = inputs
+    cfg = _Forward(_Neuron(*args[:9]), *args[9:])
+    ctx.cfg = cfg
     ctx.has_v_init = v_init is not None
-    ctx.save_for_backward(x if recompute else h_seq, v_init)
+    ctx.save_for_backward(x if cfg.recompute else output[2], v_init)
 
 
 def _backward(ctx, grad_s, grad_v_last, _grad_h, grad_v_seq):
     saved, v_init = ctx.saved_tensors
-    (tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
-     recompute, want_v_seq, use_triton) = ctx.config
+    cfg: _Forward = ctx.cfg
     if grad_s is None:
         grad_s = torch.zeros_like(saved)
     grad_x, grad_v_init = lif_backward_op(
-        grad_s, grad_v_last, grad_v_seq if want_v_seq else None, saved, v_init,
-        tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
-        recompute, use_triton,
+        grad_s, grad_v_last, grad_v_seq if cfg.want_v_seq else None, saved, v_init,
+        *cfg.neuron, cfg.recompute, cfg.use_triton,
     )
-    return (grad_x, grad_v_init if ctx.has_v_init else None) + (None,) * 10
+    n_args = len(_Neuron._fields) + len(_Forward._fields) - 1
+    return (grad_x, grad_v_init if ctx.has_v_init else None) + (None,) * n_args
 
 
 lif_forward_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-def check_tensor(x: object, name: str = "x") -> torch.Tensor:
-    """A floating-point tensor with a leading time dimension, or a clear TypeError/ValueError."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), "
-            f"got {x.dtype}"
-        )
-    if x.dim() == 0:
-        raise ValueError(f"{name} must have a leading time dimension [T, ...], got a 0-d tensor")
-    return x
 
 
 def _check_v_init(v_init: object, x: torch.Tensor) -> torch.Tensor | None:
@@ -157,12 +224,15 @@ def lif(
     v_init: torch.Tensor | None = None,
     *,
     tau: float = 2.0,
-    decay_input: bool = True,
+    decay_input: bool | None = None,
     v_threshold: float = 1.0,
     v_reset: float | None = 0.0,
     surrogate: str | Surrogate = "sigmoid",
     alpha: float | None = None,
-    detach_reset: bool = False,
+    detach_reset: bool | None = None,
+    convention: str = "spikingjelly",
+    beta: float | None = None,
+    spike_dtype: torch.dtype | None = None,
     backend: str = "auto",
     recompute: bool = False,
     return_v: bool = False,
@@ -170,23 +240,36 @@ def lif(
 ):
     """Multi-step LIF neuron over the leading time dimension of ``x`` ``[T, ...]``.
 
-    Equations (SpikingJelly ``LIFNode``, SPEC.md §1)::
+    ``convention="spikingjelly"`` (``LIFNode``, docs/DESIGN.md §1)::
 
-        H[t] = V[t-1] + (X[t] - (V[t-1] - V_reset)) / tau     (decay_input=True)
+        H[t] = V[t-1] + (X[t] - (V[t-1] - V_reset)) / tau     (decay_input=True, default)
         H[t] = V[t-1] - (V[t-1] - V_reset) / tau + X[t]       (decay_input=False)
         S[t] = H[t] >= v_threshold
         V[t] = V_reset if S[t] else H[t]      (hard reset, v_reset a float)
         V[t] = H[t] - v_threshold * S[t]      (soft reset, v_reset=None; charge uses 0)
 
+    ``convention="snntorch"`` (snnTorch ``Leaky``, reset_delay=True; needs ``beta``; the
+    membrane U is snnTorch's ``mem``, before the reset, which lands one step late)::
+
+        r[t] = U[t-1] > v_threshold                       (detached)
+        U[t] = beta U[t-1] + X[t] - v_threshold r[t]      (v_reset=None, "subtract")
+        U[t] = beta (1 - r[t]) U[t-1] + X[t]              (v_reset=0.0, "zero")
+        S[t] = U[t] > v_threshold
+
     Args:
         x: input current ``[T, ...]``, float16/bfloat16/float32/float64. The arithmetic is
             fp32 (fp64 for float64 on the PyTorch path; the Triton kernels compute float64
             inputs in fp32).
-        v_init: membrane potential before step 0 (``x.shape[1:]``, x's dtype); default
-            ``v_reset`` (0 for the soft reset). Gradients flow into it.
+        v_init: membrane before step 0 (``x.shape[1:]``, x's dtype); default ``v_reset``
+            (0 for the soft reset and for snnTorch). Gradients flow into it.
+        decay_input / detach_reset: default to the convention's (True/False for SpikingJelly;
+            snnTorch has only False/True).
         surrogate: backward of the spike, by name or :class:`~spike_kernels.surrogate.Surrogate`;
             ``alpha`` overrides its sharpness.
         detach_reset: detach S in the reset term (gradients flow through the charge only).
+        beta: snnTorch's decay in [0, 1] (``convention="snntorch"`` only; tau stays unset).
+        spike_dtype: dtype of the returned spikes (default x's; 0/1 are exact in any float
+            type), e.g. bfloat16 spikes from an fp32 membrane for the next matmul.
         backend: ``"auto"`` (Triton on CUDA, the PyTorch path on CPU), ``"triton"``, ``"torch"``.
         recompute: save nothing for backward but x (which the caller holds anyway) and
             recompute H there, bit-identically; default saves H in x's dtype (nothing at all
@@ -195,22 +278,23 @@ def lif(
             the next call) and/or the membrane after every step ``[T, ...]``.
 
     Returns:
-        spikes (x's shape and dtype), or a tuple ``(spikes, v_last?, v_seq?)`` holding the
-        requested extras in that order.
+        spikes (x's shape, ``spike_dtype``), or a tuple ``(spikes, v_last?, v_seq?)`` holding
+        the requested extras in that order.
     """
     x = check_tensor(x)
     v_init = _check_v_init(v_init, x)
-    p = NeuronParams.make(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
-                          v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
-                          alpha=alpha)
+    p = make_params(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
+                    v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
+                    alpha=alpha, convention=convention, beta=beta)
+    spike_dtype = check_float_dtype("spike_dtype", spike_dtype) or x.dtype
     use_triton = resolve_backend(backend, x.device) == "triton"
     # Where no gradient can flow (inference, no_grad), save nothing: H would never be read.
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or (v_init is not None and v_init.requires_grad))
     s, v_last, _, v_seq = lif_forward_op(
-        x, v_init, p.tau, p.decay_input, p.v_threshold, p.v_reset, p.detach_reset,
-        p.surrogate.name, p.surrogate.alpha, bool(recompute) or not needs_grad,
-        bool(return_v_seq), use_triton,
+        x, v_init, *_Neuron.of(p), spike_dtype,
+        check_bool("recompute", recompute) or not needs_grad,
+        check_bool("return_v_seq", return_v_seq), use_triton,
     )
     if not (return_v or return_v_seq):
         return s

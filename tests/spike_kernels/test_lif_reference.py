@@ -280,3 +280,83 @@ def test_snntorch_leaky_same_step_reset():
     (g_snn,) = torch.autograd.grad((spk * ups[0]).sum() + (mem * ups[1]).sum(), xs)
     (g_our,) = torch.autograd.grad((s * ups[0]).sum() + (q * ups[1]).sum(), xo)
     assert torch.allclose(g_our, g_snn, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("reset", ("subtract", "zero"))
+def test_lif_ref_snntorch_convention_matches_leaky(reset):
+    """lif_ref(convention="snntorch") vs snnTorch 1.0's Leaky (reset_delay=True, its default)
+    in fp64, over two calls with the membrane passed explicitly in and out (Leaky(x, mem)):
+    spikes and membranes equal, gradients to 1e-6 (snnTorch's spikes, and so its surrogate
+    gradient, are fp32). The threshold is exact in fp32: snnTorch multiplies its fp32 reset
+    by the threshold in fp32 even for fp64 inputs."""
+    snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
+    beta, th = 0.8, 0.625
+    leaky = snn.Leaky(beta=torch.tensor(beta, dtype=torch.float64),
+                      threshold=torch.tensor(th, dtype=torch.float64), reset_mechanism=reset,
+                      spike_grad=snn.surrogate.atan(alpha=2.0))
+    p = NeuronParams.make(convention="snntorch", beta=beta, v_threshold=th,
+                          v_reset=None if reset == "subtract" else 0.0, surrogate="atan")
+    g = torch.Generator().manual_seed(11)
+    xs = [torch.randn(T, 3, 7, generator=g, dtype=torch.float64) * 0.9 + 0.35 for T in (5, 4)]
+    leaves = [x.clone().requires_grad_() for x in xs]
+    ours = [x.clone().requires_grad_() for x in xs]
+    mem_snn = torch.zeros(3, 7, dtype=torch.float64)  # snnTorch's initial mem
+    mem_our = None  # lif_ref's default: U[-1] = 0
+    out_snn, out_our = [], []
+    for x_snn, x_our in zip(leaves, ours, strict=True):
+        for t in range(x_snn.shape[0]):
+            spk, mem_snn = leaky(x_snn[t], mem_snn)
+            out_snn += [spk, mem_snn]
+        s, mem_our, q = lif_ref(x_our, mem_our, p)
+        out_our += [y for t in range(s.shape[0]) for y in (s[t], q[t])]
+    spikes = sum(int(o.sum()) for o in out_our[0::2])
+    assert spikes > 20, "too few spikes to test the delayed reset"
+    for i, (a, b) in enumerate(zip(out_our, out_snn, strict=True)):
+        assert torch.equal(a, b.to(a.dtype)), f"{reset}: output {i} differs"
+    ups = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in out_our]
+    g_snn = torch.autograd.grad(out_snn, leaves, ups)
+    g_our = torch.autograd.grad(out_our, ours, ups)
+    for a, b in zip(g_our, g_snn, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-6), (a - b).abs().max()
+
+
+def test_snntorch_convention_validation():
+    """Clear errors for parameters snnTorch's Leaky cannot have."""
+    ok = dict(convention="snntorch", beta=0.9)
+    NeuronParams.make(**ok)
+    for bad, match in ((dict(convention="snntorch"), "needs beta"),
+                       (dict(ok, beta=1.5), r"beta must be in \[0, 1\]"),
+                       (dict(ok, beta=float("nan")), "beta must be finite"),
+                       (dict(ok, tau=3.0), "leave tau"),
+                       (dict(ok, decay_input=True), "decay_input must be False"),
+                       (dict(ok, detach_reset=False), "detach_reset must be True"),
+                       (dict(ok, v_reset=0.5), "v_reset=None"),
+                       (dict(beta=0.9), "beta is snnTorch's decay"),
+                       (dict(convention="snntorch_immediate", beta=0.9), "convention must be")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            NeuronParams.make(**bad)
+    with pytest.raises(TypeError, match="decay_input must be a bool"):
+        NeuronParams.make(decay_input=1)
+    with pytest.raises(TypeError, match="spike_dtype"):
+        lif(torch.zeros(2, 3), spike_dtype=torch.int8)
+
+
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16, torch.float32), ids=str)
+def test_threshold_bracket_matches_torch_rounding(dtype):
+    """threshold_bracket (pure Python bit arithmetic, cached) against torch's own rounding and
+    nextafter: below < V_th <= above (SpikingJelly's >=) or below <= V_th < above (strict,
+    snnTorch's >), for thresholds exact, rounded up, rounded down, tiny, huge and zero."""
+    from spike_kernels.params import threshold_bracket
+
+    g = torch.Generator().manual_seed(0)
+    values = [0.0, 1.0, 0.5, 0.3, 0.7, 1e-9, 1e-30, 1e5, 7e4, 65504.0, 65520.0, 3.0e38]
+    values += torch.rand(300, generator=g, dtype=torch.float64).mul(3).tolist()
+    for v_th in values:
+        th = torch.tensor(v_th, dtype=torch.float32)
+        r = th.to(dtype)
+        down = torch.nextafter(r, torch.tensor(-float("inf"), dtype=dtype)).item()
+        up = torch.nextafter(r, torch.tensor(float("inf"), dtype=dtype)).item()
+        for strict in (False, True):
+            fires_at_r = r.float() > th or (r.float() == th and not strict)
+            want = (down, r.item()) if fires_at_r else (r.item(), up)
+            assert threshold_bracket(v_th, dtype, strict) == want, (v_th, dtype, strict)
