@@ -4,7 +4,10 @@
 #   1. the GPU correctness tests: python -m pytest tests/spike_kernels -q, real Triton kernels
 #      on CUDA tensors (TRITON_INTERPRET unset);
 #   2. the benchmarks (LIF, spiking attention, SpikeBERT training step), one pytest run each,
-#      merged into one JSON, then rendered as Markdown.
+#      merged into one JSON, then rendered as Markdown;
+#   3. meanwhile, on the CPUs: the sm_90 compile harness (bench/sm90.py: registers, spills,
+#      access widths of every kernel the ops launch) and the performance model it feeds
+#      (bench/perf_model.py), so that the measured tables sit next to the predicted ones.
 #
 # Usage, from the repository root on the CUDA machine:   bash bench/gpu_check.sh
 # Needs only the machine's own PyTorch, Triton and pytest. Peers and pytest-benchmark are
@@ -14,7 +17,8 @@
 # writes the same JSON.
 #
 # Output, in $OUT when set (the device tool's output folder), else bench/results/:
-#   <run id>.json + latest-gpu.json (results), gpu-bench.md (tables), gpu-*.log (each stage).
+#   <run id>.json + latest-gpu.json (results), gpu-bench.md (tables), gpu-*.log (each stage),
+#   sm90.json (compile harness) + perf-model.md (the README's "Performance model" section).
 # Environment: GPU_CHECK_BUDGET (seconds for everything, default 450), BENCH_GIT_COMMIT (the
 # commit to record where the copy has no .git), GPU_CHECK_FULL=1 (--benchmark-full: the full
 # matrix, which does not fit the default budget), GPU_CHECK_TESTS (the test paths, default
@@ -105,9 +109,20 @@ bench_stage() {  # bench_stage NAME SECONDS FILE: one benchmark file, deadline b
         --benchmark-deadline "$deadline" ${FULL:+"$FULL"}
 }
 
+# ---- the compile harness, on the CPUs while the GPU tests run (it launches nothing)
+echo "gpu_check: == sm90 compile harness in the background (at ${SECONDS}s)"
+( timeout -k 10 "$(clamp 170)" python bench/sm90.py --jobs 6 -q --json "$RESULTS/sm90.json" \
+    && python bench/perf_model.py --results "$RESULTS/sm90.json" > "$RESULTS/perf-model.md" ) \
+    > "$RESULTS/gpu-sm90.log" 2>&1 &
+SM90_PID=$!
+
 # shellcheck disable=SC2086  # GPU_CHECK_TESTS may name several paths
 stage tests "$(clamp 150)" python -m pytest ${GPU_CHECK_TESTS:-tests/spike_kernels} -q \
     -p no:cacheprovider --durations=10
+sm90_rc=0
+wait "$SM90_PID" || sm90_rc=$?  # before the timed benchmarks: no compile load under them
+echo "gpu_check: == sm90 exit $sm90_rc at ${SECONDS}s: $(tail -n 1 "$RESULTS/gpu-sm90.log")"
+((sm90_rc == 0)) || FAILED+=("sm90(exit $sm90_rc)")
 bench_stage bench-lif 170 bench/test_bench_lif.py
 bench_stage bench-attention 45 bench/test_bench_attention.py
 bench_stage bench-train-step 65 bench/test_bench_train_step.py
@@ -120,6 +135,7 @@ else
     echo "gpu_check: no benchmark results were written"
     FAILED+=("results(none)")
 fi
+[[ -s "$RESULTS/perf-model.md" ]] && cat "$RESULTS/perf-model.md"
 echo "gpu_check: done in ${SECONDS}s; results in $RESULTS"
 if ((${#FAILED[@]})); then
     echo "gpu_check: FAILED: ${FAILED[*]}"

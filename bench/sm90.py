@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
+import io
 import json
 import os
 import re
@@ -96,6 +98,7 @@ def ptxas_path() -> str | None:
         return _nvidia_bin("ptxas")
 
 
+@functools.cache
 def _ptxas_major(ptxas: str) -> int:
     out = subprocess.run([ptxas, "--version"], capture_output=True, text=True).stdout
     found = re.search(r"release (\d+)\.", out)
@@ -158,6 +161,22 @@ class Recorder:
 
     launches: list[Launch] = dataclasses.field(default_factory=list)
     phase: str = "forward"
+    ptxas_logs: dict[str, str] = dataclasses.field(default_factory=dict)  # by kernel hash
+
+
+@contextlib.contextmanager
+def _ptxas_log_printed() -> Iterator[None]:
+    """Triton 3.9 prints its own ``ptxas -v`` log when asked (saves a second ptxas run);
+    where it cannot, nothing is printed and :func:`ptxas_stats` runs ptxas itself."""
+    from triton import knobs
+
+    if "dump_ptxas_log" not in type(knobs.nvidia).__dict__ or not hasattr(knobs.nvidia,
+                                                                            "scope"):
+        yield
+        return
+    with knobs.nvidia.scope():
+        knobs.nvidia.dump_ptxas_log = True
+        yield
 
 
 @contextlib.contextmanager
@@ -177,16 +196,24 @@ def sm90_launches() -> Iterator[Recorder]:
     rec = Recorder()
     original_run = JITFunction.run
 
-    def compile_only(self, *args, grid, warmup, **kwargs):
-        compiled = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+    def compile_only(self, *args, **kwargs):
+        kwargs["warmup"] = True  # compile, do not launch
+        grid = kwargs.get("grid", ())
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log), _ptxas_log_printed():
+            compiled = original_run(self, *args, **kwargs)
+        if "Used" in log.getvalue() and hasattr(compiled, "hash"):
+            rec.ptxas_logs[compiled.hash] = log.getvalue()
         bound = dict(zip(self.arg_names, args, strict=False))
         bound.update({k: v for k, v in kwargs.items() if k in self.arg_names})
         constexprs = {p.name: bound.get(p.name) for p in self.params if p.is_constexpr}
-        constexprs.update({k: v for k, v in kwargs.items() if k not in self.arg_names})
+        constexprs.update({k: v for k, v in kwargs.items()
+                           if k not in self.arg_names and k not in ("grid", "warmup")})
         tensors = {name: (str(v.dtype).replace("torch.", ""), v.numel(), v.element_size(),
                           v.data_ptr())
                    for name, v in bound.items() if isinstance(v, torch.Tensor)}
-        rec.launches.append(Launch(self.fn.__name__, rec.phase, tuple(grid), constexprs,
+        grid = () if callable(grid) else tuple(grid)
+        rec.launches.append(Launch(self.fn.__name__, rec.phase, grid, constexprs,
                                    tensors, list(self.arg_names), compiled))
         return compiled
 
@@ -334,8 +361,11 @@ _GLOBAL = re.compile(r"\b(ld|st)\.global((?:\.\w+)*?)(?:\.v(\d))?\.([bfsu])(\d+)
 _PARAM = re.compile(r"ld\.param\.\w+\s+%\w+, \[\w+_param_(\d+)\]")
 
 
-def ptxas_stats(ptx: str, fp_fusion: bool = True) -> dict:
-    """``ptxas -v`` on the PTX with Triton's own flags: registers, spill bytes, stack."""
+def ptxas_stats(ptx: str, fp_fusion: bool = True, log: str | None = None) -> dict:
+    """``ptxas -v`` on the PTX with Triton's own flags: registers, spill bytes, stack.
+    ``log``: the output of Triton's own ``ptxas -v`` run on this PTX, when it was captured."""
+    if log is not None:
+        return _parse_ptxas(log)
     ptxas = ptxas_path()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
@@ -347,7 +377,10 @@ def ptxas_stats(ptx: str, fp_fusion: bool = True) -> dict:
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"ptxas failed ({done.returncode}): {done.stderr[-2000:]}")
-    log = done.stderr + done.stdout
+    return _parse_ptxas(done.stderr + done.stdout)
+
+
+def _parse_ptxas(log: str) -> dict:
     spill = _PTXAS_SPILL.search(log)
     regs = _PTXAS_REGS.search(log)
     if spill is None or regs is None:
@@ -404,8 +437,10 @@ def occupancy(registers: int, num_warps: int, shared: int) -> dict:
 class Stats:
     """Statistics of compiled kernels, computed once per compiled binary (by its hash)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ptxas_logs: dict[str, str] | None = None, sass: bool = True) -> None:
         self._cache: dict[str, dict] = {}
+        self._logs = {} if ptxas_logs is None else ptxas_logs
+        self._sass = sass
 
     def of(self, launch: Launch) -> dict:
         k = launch.compiled
@@ -413,11 +448,12 @@ class Stats:
         if key not in self._cache:
             md = k.metadata
             ptx = k.asm["ptx"]
-            st = ptxas_stats(ptx, getattr(md, "enable_fp_fusion", True))
+            st = ptxas_stats(ptx, getattr(md, "enable_fp_fusion", True), self._logs.get(key))
             st.update(shared=getattr(md, "shared", 0), num_warps=md.num_warps,
                       num_stages=getattr(md, "num_stages", None),
                       global_bits=global_accesses(ptx), used_params=sorted(used_params(ptx)),
-                      sass_instructions=sass_instructions(k.asm["cubin"]),
+                      sass_instructions=sass_instructions(k.asm["cubin"]) if self._sass
+                      else None,
                       hash=key[:12])
             st.update(occupancy(st["registers"], md.num_warps, st["shared"]))
             self._cache[key] = st
@@ -443,11 +479,12 @@ def launch_record(launch: Launch, stats: Stats) -> dict:
                 bytes_touched=touched, **{k: v for k, v in st.items() if k != "used_params"})
 
 
-def compile_cases(selected: list[Case], progress: bool = False) -> dict[str, dict]:
+def compile_cases(selected: list[Case], progress: bool = False,
+                  sass: bool = True) -> dict[str, dict]:
     """{case id: {"error": None or text, "launches": [launch records]}} for every case."""
-    stats = Stats()
     results: dict[str, dict] = {}
     with sm90_launches() as rec:
+        stats = Stats(rec.ptxas_logs, sass)
         for case in selected:
             start, first = time.monotonic(), len(rec.launches)
             error = None
@@ -465,6 +502,45 @@ def compile_cases(selected: list[Case], progress: bool = False) -> dict[str, dic
     return results
 
 
+def shards(selected: list[Case], n: int) -> list[list[Case]]:
+    """Split into ``n`` parts of similar compile time, keeping each (op, dtype, order) group
+    (which share most kernels) in one part."""
+    groups: dict[tuple, list[Case]] = {}
+    for c in selected:
+        groups.setdefault((c.op, c.dtype, c.order), []).append(c)
+    weight = lambda g: len(g) * (4 if g[0].op == "attention" else 1)
+    parts: list[list[Case]] = [[] for _ in range(n)]
+    load = [0] * n
+    for g in sorted(groups.values(), key=weight, reverse=True):
+        i = load.index(min(load))
+        parts[i] += g
+        load[i] += weight(g)
+    return [p for p in parts if p]
+
+
+def compile_parallel(selected: list[Case], jobs: int, progress: bool = False,
+                     sass: bool = True, matrix: str = "test") -> dict[str, dict]:
+    """:func:`compile_cases` in ``jobs`` fresh interpreters (TRITON_INTERPRET unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for i, part in enumerate(shards(selected, jobs)):
+            ids = Path(tmp) / f"ids{i}.txt"
+            ids.write_text("\n".join(c.id for c in part))
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--matrix", matrix,
+                   "--ids", str(ids), "--json", str(Path(tmp) / f"part{i}.json")]
+            cmd += [] if progress else ["-q"]
+            cmd += [] if sass else ["--no-sass"]
+            procs.append((subprocess.Popen(cmd, env=env), Path(tmp) / f"part{i}.json"))
+        results: dict[str, dict] = {}
+        for proc, out in procs:
+            if proc.wait():
+                raise RuntimeError(f"a compile worker failed (exit {proc.returncode})")
+            results.update(json.loads(out.read_text())["cases"])
+    return {c.id: results[c.id] for c in selected}
+
+
 def environment() -> dict:
     import triton
 
@@ -477,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--matrix", choices=("test", "all"), default="test")
     ap.add_argument("--filter", default="", help="only cases whose id contains this")
+    ap.add_argument("--ids", type=Path, help="only the case ids listed in this file")
+    ap.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
+    ap.add_argument("--no-sass", action="store_true", help="skip the SASS instruction count")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -487,8 +566,15 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(dict(skip=reason)))
         return 0
     selected = [c for c in cases(args.matrix) if args.filter in c.id]
+    if args.ids:
+        wanted = set(args.ids.read_text().split())
+        selected = [c for c in selected if c.id in wanted]
     start = time.monotonic()
-    results = compile_cases(selected, progress=not args.quiet)
+    if args.jobs > 1:
+        results = compile_parallel(selected, args.jobs, not args.quiet, not args.no_sass,
+                                   args.matrix)
+    else:
+        results = compile_cases(selected, not args.quiet, not args.no_sass)
     doc = dict(environment=environment(), seconds=time.monotonic() - start, cases=results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
