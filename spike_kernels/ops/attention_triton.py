@@ -42,6 +42,7 @@ import triton.language as tl
 
 from ..backend import interpreter_enabled
 from ..params import NeuronParams, threshold_bracket
+from .attention_ref import from_layout
 from .neuron_triton import charge, fire_and_reset, grad_membrane
 
 
@@ -471,14 +472,6 @@ def gram_triton(a: torch.Tensor, b: torch.Tensor, key_mask: torch.Tensor | None)
     return out
 
 
-def spike_view(s: torch.Tensor, shape, out_blhd: bool) -> torch.Tensor:
-    """A ``[T, B, H, L, Dh]`` view of spikes (or their gradient) stored in either layout."""
-    if not out_blhd:
-        return s
-    T, B, H, L, D = shape
-    return s.reshape(T, B, L, H, D).permute(0, 1, 3, 2, 4)
-
-
 def _forward_launch(q, k, v, key_mask, kv, p: NeuronParams, scale, causal, s5, h_seq,
                     store_s: bool, store_h: bool) -> None:
     T, B, H, L, D = q.shape
@@ -512,7 +505,7 @@ def attention_forward_triton(
     if q.numel() == 0:
         return s, h_seq
     kv = gram_triton(k, v, key_mask) if kv_order else None
-    _forward_launch(q, k, v, key_mask, kv, p, scale, causal, spike_view(s, q.shape, out_blhd),
+    _forward_launch(q, k, v, key_mask, kv, p, scale, causal, from_layout(s, q.shape, out_blhd),
                     h_seq, store_s=True, store_h=save_h)
     return s, h_seq
 
@@ -533,7 +526,7 @@ def attention_backward_triton(
                         store_s=False, store_h=True)
     else:
         h_seq = saved_h
-    gs5 = spike_view(grad_s, q.shape, out_blhd)
+    gs5 = from_layout(grad_s, q.shape, out_blhd)
     g = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     block_m, block_n, block_d, warps = _blocks("rows", q.dtype, L, D)
     mask, mask_strides = _mask_args(key_mask, q)
