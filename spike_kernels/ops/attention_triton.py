@@ -416,10 +416,18 @@ _TILES = {
     ("rows", False, 64): (32, 32, 8), ("rows", False, 128): (16, 32, 8),
     ("rows", False, 256): (16, 32, 8),
     ("cols", False, 16): (32, 32, 4), ("cols", False, 32): (16, 32, 8),
-    ("cols", False, 64): (16, 32, 8), ("cols", False, 128): (32, 32, 8),
+    ("cols", False, 64): (16, 32, 8), ("cols", False, 128): (16, 16, 8),
     ("cols", False, 256): (16, 32, 8),
 }
-_KV_TILES = {16: (64, 4), 32: (64, 4), 64: (64, 4), 128: (32, 8)}
+_KV_TILES = {
+    (True, 16): (64, 4), (True, 32): (64, 4), (True, 64): (64, 4), (True, 128): (16, 8),
+    (False, 16): (64, 4), (False, 32): (64, 4), (False, 64): (32, 8), (False, 128): (16, 8),
+}
+
+
+# no FP contraction: the neuron's charge must round as the PyTorch path does (a fused
+# multiply-add could flip a spike at an exact tie); the dots accumulate in fp32 either way
+_COMPILE = dict(enable_fp_fusion=False)
 
 
 def _blocks(kind: str, dtype: torch.dtype, L: int, D: int) -> tuple[int, int, int, int]:
@@ -428,7 +436,7 @@ def _blocks(kind: str, dtype: torch.dtype, L: int, D: int) -> tuple[int, int, in
     block_d = max(16, triton.next_power_of_2(D))
     fit = max(16, triton.next_power_of_2(L))
     if kind == "kv":
-        cap_n, warps = _KV_TILES[block_d]
+        cap_n, warps = _KV_TILES[(dtype.itemsize == 2, block_d)]
         return 0, min(cap_n, fit), block_d, warps
     cap_m, cap_n, warps = _TILES[(kind, dtype.itemsize == 2, block_d)]
     return min(cap_m, fit), min(cap_n, fit), block_d, warps
@@ -467,7 +475,7 @@ def gram_triton(a: torch.Tensor, b: torch.Tensor, key_mask: torch.Tensor | None)
         a, b, mask, out, *_strides(a), *_strides(b), *mask_strides,
         H, B * H, L, D,
         HAS_MASK=key_mask is not None, **_precision(a.dtype, split=False),
-        BLOCK_L=block_l, BLOCK_D=block_d, num_warps=warps,
+        BLOCK_L=block_l, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
     )
     return out
 
@@ -488,7 +496,7 @@ def _forward_launch(q, k, v, key_mask, kv, p: NeuronParams, scale, causal, s5, h
         HAS_MASK=key_mask is not None, CAUSAL=causal, KV_ORDER=kv is not None,
         STORE_S=store_s, STORE_H=store_h, NARROW_H=narrow_h, DECAY_INPUT=p.decay_input,
         HARD_RESET=p.hard_reset, **_precision(q.dtype),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
     )
 
 
@@ -538,7 +546,7 @@ def attention_backward_triton(
         HAS_MASK=key_mask is not None, CAUSAL=causal, KV_ORDER=kv_order,
         DECAY_INPUT=p.decay_input, HARD_RESET=p.hard_reset, DETACH_RESET=p.detach_reset,
         SURROGATE=p.surrogate.kind, **_precision(q.dtype),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
     )
     del h_seq
     if kv_order:
@@ -548,7 +556,7 @@ def attention_backward_triton(
             k, v, w, mask, dk, dv, *_strides(k), *_strides(v), *mask_strides,
             T, H, L, D, scale,
             HAS_MASK=key_mask is not None, **_precision(q.dtype),
-            BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+            BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
         )
     else:
         block_m, block_n, block_d, warps = _blocks("cols", q.dtype, L, D)
@@ -557,6 +565,6 @@ def attention_backward_triton(
             T, H, L, D, scale,
             HAS_MASK=key_mask is not None, CAUSAL=causal,
             **_precision(q.dtype, split=False),
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
         )
     return dq, dk, dv

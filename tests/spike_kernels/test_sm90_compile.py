@@ -33,17 +33,12 @@ CASES = sm90.cases("test")
 
 # Known defects (issue 11), fixed on other branches: remove a mark when its fix is merged
 # (strict: an unexpected pass fails, so a stale mark cannot linger).
-NARROW_H_NAN = ("defect: attention_triton.py binds tl.PropagateNan.ALL to a local variable, "
-                "so the bf16/fp16 forward that saves H (recompute=False) does not compile")
 LIF_SCALAR = ("defect: lif_triton.py do_not_specialize=['T', 'N'] drops N's divisibility "
               "by 16, so every global access of the LIF kernels is scalar")
 
 
 def known_defect(case: sm90.Case, check: str) -> str | None:
     """The reason a check fails today on ``case``, or None."""
-    narrow_h = case.op == "attention" and case.dtype != "fp32" and case.mode == "train"
-    if check in ("compiles", "spills") and narrow_h:
-        return NARROW_H_NAN
     if check == "vector" and case.op == "lif":
         return LIF_SCALAR
     return None
