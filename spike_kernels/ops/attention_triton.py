@@ -15,7 +15,15 @@ Exactness on spikes: every product is 0/1 and accumulates in fp32 (exact to 2^24
 ``S = q k^T`` holds integers <= Dh <= 256, exact in bf16/fp16, so ``S v`` runs on tensor
 cores exactly. fp32 operands (``KV``, the backward's ``W``) meet a 16-bit tile as a hi + lo
 pair of 16-bit tiles (two dots): exact for integers below 2^16 (bf16) and ~16 significant
-bits otherwise. fp32 inputs use ``input_precision="ieee"`` (no TF32 rounding).
+bits otherwise.
+
+Precision rule for fp32 inputs: every dot runs on tensor cores as ``tf32x3`` (each operand
+split into a tf32 hi part and a tf32 lo remainder, three MMAs, fp32 accumulation). It is
+exact whenever each operand holds at most 22 significant bits: spikes, the integer scores
+``S`` and integer ``KV``/``W`` sums below 2^22, so spike inputs give the same spikes as an
+IEEE fp32 product; real-valued inputs lose a few fp32 ulps per product (the lo x lo term is
+dropped). For the full tensor-core rate, emit the spikes in bf16 (``lif(...,
+spike_dtype=torch.bfloat16)``), exact for 0/1: the op then runs its 16-bit kernels.
 
 Backward, ``G = dL/dY`` (scaled by nothing; ``scale`` is applied at the end):
 
@@ -31,7 +39,8 @@ Backward, ``G = dL/dY`` (scaled by nothing; ``scale`` is applied at the end):
 Saved for backward: H in the input dtype (2 B per output element for bf16; clamped to the
 spike's side of the threshold so that rounding cannot flip backward's reset mask), or
 nothing with ``recompute`` (backward re-runs the forward kernel into an fp32 scratch H).
-Block sizes are fixed per head dim and not tuned on hardware yet.
+Tiles per pass, dtype and head dim (``_TILES``) are the largest that compile for sm_90
+without register spills (``bench/sm90.py``); they are not timed on hardware yet.
 """
 
 from __future__ import annotations
@@ -400,7 +409,7 @@ def _attn_bwd_dkdv_kv_kernel(
 
 
 # (BLOCK_M, BLOCK_N, num_warps) per (pass, 16-bit input?, BLOCK_D), picked from ``ptxas -v``
-# for sm_90 (registers and spills at L = 64..128; see the notes of bench/): "rows" = the
+# for sm_90 (registers and spills at L = 64..128, bench/sm90.py): "rows" = the
 # forward and the dQ kernels (BLOCK_M query rows, BLOCK_N keys per inner step), "cols" =
 # the dK/dV kernel (BLOCK_N key rows, BLOCK_M queries per inner step), "kv" = the Q (K^T V)
 # kernels (BLOCK_N rows of the gram / dK dV kernels). fp32 tiles are smaller: tf32x3 keeps
@@ -428,6 +437,10 @@ _KV_TILES = {
 # no FP contraction: the neuron's charge must round as the PyTorch path does (a fused
 # multiply-add could flip a spike at an exact tie); the dots accumulate in fp32 either way
 _COMPILE = dict(enable_fp_fusion=False)
+# Q (K^T V) kernels: their only loop is the time loop, which Triton's pipeliner would
+# otherwise prefetch with Dh x Dh fp32 tiles in flight (over 227 KB of shared memory at
+# Dh = 128, more than an H100/H200 block may have); one stage keeps them under 100 KB
+_COMPILE_KV = dict(_COMPILE, num_stages=1)
 
 
 def _blocks(kind: str, dtype: torch.dtype, L: int, D: int) -> tuple[int, int, int, int]:
@@ -444,7 +457,7 @@ def _blocks(kind: str, dtype: torch.dtype, L: int, D: int) -> tuple[int, int, in
 
 def _precision(dtype: torch.dtype, split: bool = True) -> dict:
     """Dot flags. DOT_PRECISION: fp32 inputs use "tf32x3" (tensor cores; each operand is a
-    tf32 hi + lo pair, three products): exact where every operand has at most ~22
+    tf32 hi + lo pair, three products): exact where every operand has at most 22
     significant bits, which covers spikes and integer sums below 2^22, and otherwise within
     a few fp32 rounding steps; 16-bit inputs ignore the flag. SPLIT (kernels with fp32
     operands such as KV and W): 16-bit inputs meet them as a hi + lo pair of 16-bit tiles.
@@ -496,7 +509,8 @@ def _forward_launch(q, k, v, key_mask, kv, p: NeuronParams, scale, causal, s5, h
         HAS_MASK=key_mask is not None, CAUSAL=causal, KV_ORDER=kv is not None,
         STORE_S=store_s, STORE_H=store_h, NARROW_H=narrow_h, DECAY_INPUT=p.decay_input,
         HARD_RESET=p.hard_reset, **_precision(q.dtype),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+        **(_COMPILE if kv is None else _COMPILE_KV),
     )
 
 
@@ -546,7 +560,8 @@ def attention_backward_triton(
         HAS_MASK=key_mask is not None, CAUSAL=causal, KV_ORDER=kv_order,
         DECAY_INPUT=p.decay_input, HARD_RESET=p.hard_reset, DETACH_RESET=p.detach_reset,
         SURROGATE=p.surrogate.kind, **_precision(q.dtype),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+        **(_COMPILE_KV if kv_order else _COMPILE),
     )
     del h_seq
     if kv_order:
@@ -556,7 +571,7 @@ def attention_backward_triton(
             k, v, w, mask, dk, dv, *_strides(k), *_strides(v), *mask_strides,
             T, H, L, D, scale,
             HAS_MASK=key_mask is not None, **_precision(q.dtype),
-            BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
+            BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE_KV,
         )
     else:
         block_m, block_n, block_d, warps = _blocks("cols", q.dtype, L, D)
