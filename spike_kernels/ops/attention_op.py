@@ -74,17 +74,19 @@ def _attention_forward(
 attention_forward_op = torch.library.custom_op("spike_kernels::attention_forward",
                                                mutates_args=())(_attention_forward)
 # the forward op's argument names, in order: its inputs are read by name, never by position
-_FORWARD_ARGS = tuple(inspect.signature(_attention_forward).parameters)
+_FORWARD_SIGNATURE = inspect.signature(_attention_forward)
+_FORWARD_ARGS = tuple(_FORWARD_SIGNATURE.parameters)
 _TENSOR_ARGS = ("q", "k", "v", "key_mask")
 
 
-def _by_name(args: tuple) -> dict:
-    return dict(zip(_FORWARD_ARGS, args, strict=True))
+def _by_name(args: tuple, kwargs: dict | None = None) -> dict:
+    """The forward op's arguments, however passed, as {name: value}."""
+    return _FORWARD_SIGNATURE.bind(*args, **(kwargs or {})).arguments
 
 
 @attention_forward_op.register_fake
-def _(*args):
-    a = _by_name(args)
+def _(*args, **kwargs):
+    a = _by_name(args, kwargs)
     q = a["q"]
     return (q.new_empty(spike_shape(q.shape, a["out_blhd"])),
             q.new_empty((0,)) if a["recompute"] else q.new_empty(q.shape))
@@ -124,7 +126,7 @@ def attention_backward_op(
 
 
 @attention_backward_op.register_fake
-def _(grad_s, q, *args):
+def _(grad_s, q, *args, **kwargs):
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 
