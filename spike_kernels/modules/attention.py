@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from ..backend import BACKENDS
-from ..ops.attention_op import ORDERS, _check_bool, _choose, spiking_attention
-from ..params import NeuronParams, _check_real
+from ..ops.attention_op import ORDERS, spiking_attention
+from ..params import NeuronParams, check_bool, check_choice, check_real
 from ..surrogate import Surrogate, get_surrogate
 
 
@@ -37,12 +37,13 @@ class SpikingAttention(nn.Module):
         recompute: bool = False,
     ) -> None:
         super().__init__()
-        self.params = NeuronParams(tau, decay_input, v_threshold, v_reset, detach_reset,
-                                   get_surrogate(surrogate_function))
-        self.scale = _check_real("scale", scale)
-        self.backend = _choose("backend", backend, BACKENDS)
-        self.order = _choose("order", order, ORDERS)
-        self.recompute = _check_bool("recompute", recompute)
+        self.params = NeuronParams(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
+                                   v_reset=v_reset, detach_reset=detach_reset,
+                                   surrogate=get_surrogate(surrogate_function))
+        self.scale = check_real("scale", scale)
+        self.backend = check_choice("backend", backend, BACKENDS)
+        self.order = check_choice("order", order, ORDERS)
+        self.recompute = check_bool("recompute", recompute)
 
     def forward(
         self,

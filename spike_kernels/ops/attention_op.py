@@ -4,19 +4,21 @@ Two ``torch.library`` custom ops, ``spike_kernels::attention_forward`` and
 ``spike_kernels::attention_backward``, each with a fake (meta) implementation, joined by
 ``register_autograd`` (so ``torch.compile(fullgraph=True)`` traces through them). Each op
 dispatches to the Triton kernels (:mod:`.attention_triton`) or the PyTorch path
-(:mod:`.attention_torch`); :mod:`.attention_ref` is the unfused reference.
+(:mod:`.attention_torch`); :mod:`.attention_ref` is the unfused reference. Both ops run with
+autocast off: :func:`spiking_attention` applies autocast's policy once, before the op.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from ..backend import resolve_backend
-from ..params import NeuronParams, _check_real
+from ..params import NeuronParams, check_bool, check_choice, check_real, check_tensor
 from ..surrogate import Surrogate, get_surrogate
 from . import attention_torch
-from .attention_ref import attention_map_ref
-from .lif_op import check_tensor
+from .attention_ref import attention_map_ref, spike_shape
 from .lif_torch import compute_dtype
 
 ORDERS = ("auto", "qk_v", "q_kv")
@@ -29,12 +31,18 @@ _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _params(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha):
-    return NeuronParams(tau, decay_input, v_threshold, v_reset, detach_reset,
-                        get_surrogate(surrogate, alpha))
+    return NeuronParams(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
+                        v_reset=v_reset, detach_reset=detach_reset,
+                        surrogate=get_surrogate(surrogate, alpha))
 
 
-@torch.library.custom_op("spike_kernels::attention_forward", mutates_args=())
-def attention_forward_op(
+def _no_autocast(device: torch.device):
+    """Autocast off inside the ops: the PyTorch path picks its own matmul dtypes (an
+    autocast bf16 matmul into an fp32 ``out=`` buffer is an error)."""
+    return torch.autocast(device.type, enabled=False)
+
+
+def _attention_forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -59,19 +67,29 @@ def attention_forward_op(
         from .attention_triton import attention_forward_triton as forward
     else:
         forward = attention_torch.attention_forward_torch
-    return forward(q, k, v, key_mask, p, scale, causal, kv_order, not recompute, out_blhd)
+    with _no_autocast(q.device):
+        return forward(q, k, v, key_mask, p, scale, causal, kv_order, not recompute, out_blhd)
 
 
-def _spike_shape(q: torch.Tensor, out_blhd: bool) -> tuple[int, ...]:
-    T, B, H, L, D = q.shape
-    return (T, B, L, H * D) if out_blhd else (T, B, H, L, D)
+attention_forward_op = torch.library.custom_op("spike_kernels::attention_forward",
+                                               mutates_args=())(_attention_forward)
+# the forward op's argument names, in order: its inputs are read by name, never by position
+_FORWARD_SIGNATURE = inspect.signature(_attention_forward)
+_FORWARD_ARGS = tuple(_FORWARD_SIGNATURE.parameters)
+_TENSOR_ARGS = ("q", "k", "v", "key_mask")
+
+
+def _by_name(args: tuple, kwargs: dict | None = None) -> dict:
+    """The forward op's arguments, however passed, as {name: value}."""
+    return _FORWARD_SIGNATURE.bind(*args, **(kwargs or {})).arguments
 
 
 @attention_forward_op.register_fake
-def _(q, k, v, key_mask, scale, causal, kv_order, tau, decay_input, v_threshold, v_reset,
-      detach_reset, surrogate, alpha, recompute, out_blhd, use_triton):
-    return (q.new_empty(_spike_shape(q, out_blhd)),
-            q.new_empty((0,)) if recompute else q.new_empty(q.shape))
+def _(*args, **kwargs):
+    a = _by_name(args, kwargs)
+    q = a["q"]
+    return (q.new_empty(spike_shape(q.shape, a["out_blhd"])),
+            q.new_empty((0,)) if a["recompute"] else q.new_empty(q.shape))
 
 
 @torch.library.custom_op("spike_kernels::attention_backward", mutates_args=())
@@ -102,33 +120,32 @@ def attention_backward_op(
         from .attention_triton import attention_backward_triton as backward
     else:
         backward = attention_torch.attention_backward_torch
-    return backward(grad_s, q, k, v, key_mask, saved_h, p, scale, causal, kv_order, recompute,
-                    out_blhd)
+    with _no_autocast(q.device):
+        return backward(grad_s, q, k, v, key_mask, saved_h, p, scale, causal, kv_order,
+                        recompute, out_blhd)
 
 
 @attention_backward_op.register_fake
-def _(grad_s, q, k, v, key_mask, saved_h, scale, causal, kv_order, tau, decay_input,
-      v_threshold, v_reset, detach_reset, surrogate, alpha, recompute, out_blhd, use_triton):
+def _(grad_s, q, *args, **kwargs):
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, key_mask, *config = inputs
-    recompute = config[10]
-    ctx.config = config
-    ctx.save_for_backward(q, k, v, key_mask, None if recompute else output[1])
+    a = _by_name(inputs)
+    # everything but the tensors, by name: the backward op takes the same keywords
+    ctx.config = {name: a[name] for name in _FORWARD_ARGS if name not in _TENSOR_ARGS}
+    ctx.save_for_backward(a["q"], a["k"], a["v"], a["key_mask"],
+                          None if a["recompute"] else output[1])
 
 
 def _backward(ctx, grad_s, _grad_h):
     q, k, v, key_mask, saved_h = ctx.saved_tensors
-    config = ctx.config
-    out_blhd = config[11]
     if grad_s is None:
-        grad_s = q.new_zeros(_spike_shape(q, out_blhd))
+        grad_s = q.new_zeros(spike_shape(q.shape, ctx.config["out_blhd"]))
     if saved_h is None:
         saved_h = q.new_empty(0)
-    dq, dk, dv = attention_backward_op(grad_s, q, k, v, key_mask, saved_h, *config)
-    return (dq, dk, dv) + (None,) * (1 + len(config))
+    dq, dk, dv = attention_backward_op(grad_s, q, k, v, key_mask, saved_h, **ctx.config)
+    return (dq, dk, dv) + (None,) * (len(_FORWARD_ARGS) - 3)
 
 
 attention_forward_op.register_autograd(_backward, setup_context=_setup_context)
@@ -175,18 +192,6 @@ def _key_mask(attention_mask: object, q: torch.Tensor) -> torch.Tensor | None:
     return (attention_mask != 0).to(q.dtype)
 
 
-def _choose(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 def choose_order(order: str, seq_len: int, head_dim: int, causal: bool, use_triton: bool) -> bool:
     """True for ``Q (K^T V)``, False for ``(Q K^T) V``; a causal mask is exact only in the
     latter.
@@ -213,6 +218,19 @@ def choose_order(order: str, seq_len: int, head_dim: int, causal: bool, use_trit
     if use_triton:
         return seq_len >= 8 * head_dim
     return head_dim < seq_len
+
+
+def _autocast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Autocast's policy for matmuls (as for ``scaled_dot_product_attention``): under
+    ``torch.autocast``, fp32 q/k/v run in the autocast dtype (exact for spikes), so the
+    spikes come out in it; the membrane and the sums stay fp32 inside the op either way.
+    Inputs already in a 16-bit dtype (spikes a LIF emitted with ``spike_dtype``) and fp64
+    are left alone."""
+    device = q.device.type
+    if q.dtype != torch.float32 or not torch.is_autocast_enabled(device):
+        return q, k, v
+    low = torch.get_autocast_dtype(device)
+    return q.to(low), k.to(low), v.to(low)
 
 
 def _check_time_step(time_step: object, T: int) -> int:
@@ -263,7 +281,7 @@ def spiking_attention(
     """Spiking self-attention: ``S = LIF_t(scale * (Q_t K_t^T) V_t)``, no softmax.
 
     For every time step ``Y_t = scale * (Q_t K_t^T ⊙ M) V_t`` with ``M`` the key mask (and
-    the lower triangle when ``causal``); then the attention LIF runs over t (SPEC.md §1,
+    the lower triangle when ``causal``); then the attention LIF runs over t (docs/DESIGN.md §1,
     defaults of SpikeBERT's code: threshold 0.5, tau 2, hard reset to 0, detached reset,
     ATan surrogate) and its spikes are returned. Exact for spike inputs (sums accumulate in
     fp32), correct for any real inputs.
@@ -292,15 +310,15 @@ def spiking_attention(
     Returns:
         spikes in q's dtype, or ``(spikes, attention_map)``.
     """
-    q, k, v = _check_qkv(q, k, v)
+    q, k, v = _autocast(*_check_qkv(q, k, v))
     key_mask = _key_mask(attention_mask, q)
-    scale = _check_real("scale", scale)
-    causal = _check_bool("causal", causal)
-    recompute = _check_bool("recompute", recompute)
-    if _check_bool("return_attention", return_attention):
+    scale = check_real("scale", scale)
+    causal = check_bool("causal", causal)
+    recompute = check_bool("recompute", recompute)
+    if check_bool("return_attention", return_attention):
         _check_time_step(attention_time_step, q.shape[0])
-    out_blhd = _choose("out_layout", out_layout, OUT_LAYOUTS) == "blhd"
-    order = _choose("order", order, ORDERS)
+    out_blhd = check_choice("out_layout", out_layout, OUT_LAYOUTS) == "blhd"
+    order = check_choice("order", order, ORDERS)
     p = NeuronParams.make(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
                           v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
                           alpha=alpha)

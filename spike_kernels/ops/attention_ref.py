@@ -15,6 +15,29 @@ from ..surrogate import Surrogate
 from .lif_ref import lif_ref
 
 
+def spike_shape(shape, out_blhd: bool) -> tuple[int, ...]:
+    """Shape of the spikes of ``[T, B, H, L, Dh]`` inputs: ``[T, B, L, H*Dh]`` for "blhd"."""
+    T, B, H, L, D = shape
+    return (T, B, L, H * D) if out_blhd else (T, B, H, L, D)
+
+
+def to_layout(s: torch.Tensor, out_blhd: bool) -> torch.Tensor:
+    """``[T, B, H, L, Dh]`` -> ``[T, B, L, H*Dh]`` (heads concatenated per token; a copy)
+    when ``out_blhd``."""
+    if not out_blhd:
+        return s
+    return s.permute(0, 1, 3, 2, 4).reshape(spike_shape(s.shape, True))
+
+
+def from_layout(s: torch.Tensor, shape, out_blhd: bool) -> torch.Tensor:
+    """A ``[T, B, H, L, Dh]`` view (no copy) of spikes, or their gradient, stored in either
+    layout; the inverse of :func:`to_layout`. ``shape``: the ``[T, B, H, L, Dh]`` shape."""
+    if not out_blhd:
+        return s
+    T, B, H, L, D = shape
+    return s.reshape(T, B, L, H, D).permute(0, 1, 3, 2, 4)
+
+
 def attention_map_ref(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -68,7 +91,4 @@ def spiking_attention_ref(
 
         s = lif(y, tau=tau, decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
                 surrogate=surrogate, alpha=alpha, detach_reset=detach_reset, backend=lif_backend)
-    if out_layout == "blhd":
-        T, B, H, L, D = s.shape
-        s = s.permute(0, 1, 3, 2, 4).reshape(T, B, L, H * D)
-    return s
+    return to_layout(s, out_layout == "blhd")

@@ -24,6 +24,7 @@ import torch
 
 from ..params import NeuronParams, threshold_bracket
 from . import lif_torch
+from .attention_ref import from_layout, to_layout
 from .lif_torch import compute_dtype
 
 
@@ -67,22 +68,6 @@ def attention_scores_torch(q, k, v, key_mask, scale: float, causal: bool, kv_ord
             _causal(a)
         torch.matmul(a, v, out=y)
     return y_flat.mul_(scale)
-
-
-def to_layout(s: torch.Tensor, out_blhd: bool) -> torch.Tensor:
-    """``[T, B, H, L, Dh]`` -> ``[T, B, L, H*Dh]`` (a copy) when ``out_blhd``."""
-    if not out_blhd:
-        return s
-    T, B, H, L, D = s.shape
-    return s.permute(0, 1, 3, 2, 4).reshape(T, B, L, H * D).contiguous()
-
-
-def from_layout(g: torch.Tensor, shape, out_blhd: bool) -> torch.Tensor:
-    """The inverse view of :func:`to_layout`: a ``[T, B, H, L, Dh]`` view of ``g``."""
-    if not out_blhd:
-        return g
-    T, B, H, L, D = shape
-    return g.reshape(T, B, L, H, D).permute(0, 1, 3, 2, 4)
 
 
 @torch.no_grad()  # the same grad mode on every call of the compiled LIF step

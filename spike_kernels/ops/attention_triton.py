@@ -15,7 +15,15 @@ Exactness on spikes: every product is 0/1 and accumulates in fp32 (exact to 2^24
 ``S = q k^T`` holds integers <= Dh <= 256, exact in bf16/fp16, so ``S v`` runs on tensor
 cores exactly. fp32 operands (``KV``, the backward's ``W``) meet a 16-bit tile as a hi + lo
 pair of 16-bit tiles (two dots): exact for integers below 2^16 (bf16) and ~16 significant
-bits otherwise. fp32 inputs use ``input_precision="ieee"`` (no TF32 rounding).
+bits otherwise.
+
+Precision rule for fp32 inputs: every dot runs on tensor cores as ``tf32x3`` (each operand
+split into a tf32 hi part and a tf32 lo remainder, three MMAs, fp32 accumulation). It is
+exact whenever each operand holds at most 22 significant bits: spikes, the integer scores
+``S`` and integer ``KV``/``W`` sums below 2^22, so spike inputs give the same spikes as an
+IEEE fp32 product; real-valued inputs lose a few fp32 ulps per product (the lo x lo term is
+dropped). For the full tensor-core rate, emit the spikes in bf16 (``lif(...,
+spike_dtype=torch.bfloat16)``), exact for 0/1: the op then runs its 16-bit kernels.
 
 Backward, ``G = dL/dY`` (scaled by nothing; ``scale`` is applied at the end):
 
@@ -31,7 +39,8 @@ Backward, ``G = dL/dY`` (scaled by nothing; ``scale`` is applied at the end):
 Saved for backward: H in the input dtype (2 B per output element for bf16; clamped to the
 spike's side of the threshold so that rounding cannot flip backward's reset mask), or
 nothing with ``recompute`` (backward re-runs the forward kernel into an fp32 scratch H).
-Block sizes are fixed per head dim and not tuned on hardware yet.
+Tiles per pass, dtype and head dim (``_TILES``) are the largest that compile for sm_90
+without register spills (``bench/sm90.py``); they are not timed on hardware yet.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import triton.language as tl
 
 from ..backend import interpreter_enabled
 from ..params import NeuronParams, threshold_bracket
+from .attention_ref import from_layout
 from .neuron_triton import charge, fire_and_reset, grad_membrane
 
 
@@ -154,9 +164,10 @@ def _attn_fwd_kernel(
                 # rounding to fp16/bf16 must not carry H across the threshold (backward
                 # derives the reset mask H < V_th from it): clamp to the nearest
                 # representable values on the spike's side, h_below < V_th <= h_above
-                nan = tl.PropagateNan.ALL
-                h = tl.where(fired, tl.maximum(h, h_above, propagate_nan=nan),
-                             tl.minimum(h, h_below, propagate_nan=nan))
+                # (a NaN H stays NaN; the enum is passed inline: bound to a local it
+                # becomes a value Triton's compiler cannot convert to a tensor)
+                h = tl.where(fired, tl.maximum(h, h_above, propagate_nan=tl.PropagateNan.ALL),
+                             tl.minimum(h, h_below, propagate_nan=tl.PropagateNan.ALL))
             tl.store(h_tile, h.to(h_ptr.dtype.element_ty), mask=md_ok)
         q_tile += sq_t
         s_tile += ss_t
@@ -397,22 +408,62 @@ def _attn_bwd_dkdv_kv_kernel(
         c_tile += BH * L * D
 
 
-def _blocks(L: int, D: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps): smaller row tiles for wider heads so the
-    fp32 tiles (membrane, accumulator) fit in registers. Not tuned on hardware yet."""
+# (BLOCK_M, BLOCK_N, num_warps) per (pass, 16-bit input?, BLOCK_D), picked from ``ptxas -v``
+# for sm_90 (registers and spills at L = 64..128, bench/sm90.py): "rows" = the
+# forward and the dQ kernels (BLOCK_M query rows, BLOCK_N keys per inner step), "cols" =
+# the dK/dV kernel (BLOCK_N key rows, BLOCK_M queries per inner step), "kv" = the Q (K^T V)
+# kernels (BLOCK_N rows of the gram / dK dV kernels). fp32 tiles are smaller: tf32x3 keeps
+# hi and lo halves of both operands.
+_TILES = {
+    ("rows", True, 16): (64, 64, 4), ("rows", True, 32): (64, 64, 4),
+    ("rows", True, 64): (64, 64, 8), ("rows", True, 128): (64, 64, 8),
+    ("rows", True, 256): (16, 32, 8),
+    ("cols", True, 16): (64, 64, 4), ("cols", True, 32): (64, 64, 4),
+    ("cols", True, 64): (64, 64, 8), ("cols", True, 128): (32, 32, 8),
+    ("cols", True, 256): (16, 32, 8),
+    ("rows", False, 16): (32, 32, 4), ("rows", False, 32): (32, 32, 8),
+    ("rows", False, 64): (32, 32, 8), ("rows", False, 128): (16, 32, 8),
+    ("rows", False, 256): (16, 32, 8),
+    ("cols", False, 16): (32, 32, 4), ("cols", False, 32): (16, 32, 8),
+    ("cols", False, 64): (16, 32, 8), ("cols", False, 128): (16, 16, 8),
+    ("cols", False, 256): (16, 32, 8),
+}
+_KV_TILES = {
+    (True, 16): (64, 4), (True, 32): (64, 4), (True, 64): (64, 4), (True, 128): (16, 8),
+    (False, 16): (64, 4), (False, 32): (64, 4), (False, 64): (16, 8), (False, 128): (16, 8),
+}
+
+
+# no FP contraction: the neuron's charge must round as the PyTorch path does (a fused
+# multiply-add could flip a spike at an exact tie); the dots accumulate in fp32 either way
+_COMPILE = dict(enable_fp_fusion=False)
+# Q (K^T V) kernels: their only loop is the time loop, which Triton's pipeliner would
+# otherwise prefetch with Dh x Dh fp32 tiles in flight (over 227 KB of shared memory at
+# Dh = 128, more than an H100/H200 block may have); one stage keeps them under 100 KB
+_COMPILE_KV = dict(_COMPILE, num_stages=1)
+
+
+def _blocks(kind: str, dtype: torch.dtype, L: int, D: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps) of one pass; rows and keys blocks shrink to
+    ``L`` rounded up to a power of two (at least 16, the smallest tensor-core tile)."""
     block_d = max(16, triton.next_power_of_2(D))
-    cap_m, cap_n, warps = {16: (64, 64, 4), 32: (64, 64, 4), 64: (64, 64, 4),
-                           128: (32, 32, 8), 256: (16, 32, 8)}[block_d]
     fit = max(16, triton.next_power_of_2(L))
+    if kind == "kv":
+        cap_n, warps = _KV_TILES[(dtype.itemsize == 2, block_d)]
+        return 0, min(cap_n, fit), block_d, warps
+    cap_m, cap_n, warps = _TILES[(kind, dtype.itemsize == 2, block_d)]
     return min(cap_m, fit), min(cap_n, fit), block_d, warps
 
 
 def _precision(dtype: torch.dtype, split: bool = True) -> dict:
-    """Dot flags. SPLIT (kernels with fp32 operands): 16-bit inputs split them; DOT_PRECISION:
-    fp32 avoids TF32 (the flag only affects fp32 dots, so 16-bit ones keep the default);
+    """Dot flags. DOT_PRECISION: fp32 inputs use "tf32x3" (tensor cores; each operand is a
+    tf32 hi + lo pair, three products): exact where every operand has at most 22
+    significant bits, which covers spikes and integer sums below 2^22, and otherwise within
+    a few fp32 rounding steps; 16-bit inputs ignore the flag. SPLIT (kernels with fp32
+    operands such as KV and W): 16-bit inputs meet them as a hi + lo pair of 16-bit tiles.
     UPCAST: see ``_mma``."""
     fp32 = dtype == torch.float32
-    flags = dict(DOT_PRECISION="ieee" if fp32 else "tf32",
+    flags = dict(DOT_PRECISION="tf32x3" if fp32 else "tf32",
                  UPCAST=interpreter_enabled() and dtype == torch.bfloat16)
     return dict(flags, SPLIT=not fp32) if split else flags
 
@@ -431,29 +482,21 @@ def gram_triton(a: torch.Tensor, b: torch.Tensor, key_mask: torch.Tensor | None)
     """``A'^T B`` per (t, batch, head): ``[T, B*H, Dh, Dh]`` fp32, A's masked rows zeroed."""
     T, B, H, L, D = a.shape
     out = torch.empty((T, B * H, D, D), dtype=torch.float32, device=a.device)
-    _, block_l, block_d, warps = _blocks(L, D)
+    _, block_l, block_d, warps = _blocks("kv", a.dtype, L, D)
     mask, mask_strides = _mask_args(key_mask, a)
     _gram_kernel[(T * B * H,)](
         a, b, mask, out, *_strides(a), *_strides(b), *mask_strides,
         H, B * H, L, D,
         HAS_MASK=key_mask is not None, **_precision(a.dtype, split=False),
-        BLOCK_L=block_l, BLOCK_D=block_d, num_warps=warps,
+        BLOCK_L=block_l, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
     )
     return out
-
-
-def spike_view(s: torch.Tensor, shape, out_blhd: bool) -> torch.Tensor:
-    """A ``[T, B, H, L, Dh]`` view of spikes (or their gradient) stored in either layout."""
-    if not out_blhd:
-        return s
-    T, B, H, L, D = shape
-    return s.reshape(T, B, L, H, D).permute(0, 1, 3, 2, 4)
 
 
 def _forward_launch(q, k, v, key_mask, kv, p: NeuronParams, scale, causal, s5, h_seq,
                     store_s: bool, store_h: bool) -> None:
     T, B, H, L, D = q.shape
-    block_m, block_n, block_d, warps = _blocks(L, D)
+    block_m, block_n, block_d, warps = _blocks("rows", q.dtype, L, D)
     mask, mask_strides = _mask_args(key_mask, q)
     narrow_h = store_h and h_seq.element_size() < 4
     h_below, h_above = threshold_bracket(p.v_threshold, h_seq.dtype) if narrow_h else (0.0, 0.0)
@@ -467,6 +510,7 @@ def _forward_launch(q, k, v, key_mask, kv, p: NeuronParams, scale, causal, s5, h
         STORE_S=store_s, STORE_H=store_h, NARROW_H=narrow_h, DECAY_INPUT=p.decay_input,
         HARD_RESET=p.hard_reset, **_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+        **(_COMPILE if kv is None else _COMPILE_KV),
     )
 
 
@@ -483,7 +527,7 @@ def attention_forward_triton(
     if q.numel() == 0:
         return s, h_seq
     kv = gram_triton(k, v, key_mask) if kv_order else None
-    _forward_launch(q, k, v, key_mask, kv, p, scale, causal, spike_view(s, q.shape, out_blhd),
+    _forward_launch(q, k, v, key_mask, kv, p, scale, causal, from_layout(s, q.shape, out_blhd),
                     h_seq, store_s=True, store_h=save_h)
     return s, h_seq
 
@@ -504,9 +548,9 @@ def attention_backward_triton(
                         store_s=False, store_h=True)
     else:
         h_seq = saved_h
-    gs5 = spike_view(grad_s, q.shape, out_blhd)
+    gs5 = from_layout(grad_s, q.shape, out_blhd)
     g = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    block_m, block_n, block_d, warps = _blocks(L, D)
+    block_m, block_n, block_d, warps = _blocks("rows", q.dtype, L, D)
     mask, mask_strides = _mask_args(key_mask, q)
     _attn_bwd_dq_kernel[(B * H, triton.cdiv(L, block_m))](
         gs5, h_seq, k, v, mask, q if kv is None else kv, g, dq,
@@ -517,22 +561,25 @@ def attention_backward_triton(
         DECAY_INPUT=p.decay_input, HARD_RESET=p.hard_reset, DETACH_RESET=p.detach_reset,
         SURROGATE=p.surrogate.kind, **_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+        **(_COMPILE_KV if kv_order else _COMPILE),
     )
     del h_seq
     if kv_order:
         w = gram_triton(q, g, None)
+        _, block_n, block_d, warps = _blocks("kv", q.dtype, L, D)
         _attn_bwd_dkdv_kv_kernel[(B * H, triton.cdiv(L, block_n))](
             k, v, w, mask, dk, dv, *_strides(k), *_strides(v), *mask_strides,
             T, H, L, D, scale,
             HAS_MASK=key_mask is not None, **_precision(q.dtype),
-            BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+            BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE_KV,
         )
     else:
+        block_m, block_n, block_d, warps = _blocks("cols", q.dtype, L, D)
         _attn_bwd_dkdv_kernel[(B * H, triton.cdiv(L, block_n))](
             q, k, v, g, mask, dk, dv, *_strides(q), *_strides(k), *_strides(v), *mask_strides,
             T, H, L, D, scale,
             HAS_MASK=key_mask is not None, CAUSAL=causal,
             **_precision(q.dtype, split=False),
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, **_COMPILE,
         )
     return dq, dk, dv

@@ -354,3 +354,77 @@ def test_torch_compile_fullgraph():
     assert_spikes_equal(out, f(q, k, v, mask))
     out.sum().backward()
     assert q.grad is not None
+
+
+def _fused_qkv_views(T, B, L, H, D, gen):
+    """q, k, v as SpikeBERT passes them: strided [T, B, H, L, Dh] views of one [T, B, L, 3*H*Dh]
+    projection (no copies)."""
+    qkv = spikes((T, B, L, 3 * H * D), torch.float32, 0.3, gen).requires_grad_()
+    x = qkv.view(T, B, L, 3, H, D)
+    return qkv, [x[:, :, :, i].permute(0, 1, 3, 2, 4) for i in range(3)]
+
+
+@pytest.mark.parametrize("order", ["qk_v", "q_kv"])
+def test_cpu_autocast_bf16_training_step(order):
+    """Under torch.autocast("cpu", bfloat16) (Accelerate's --mixed_precision bf16) the op
+    accepts fp32 head views of a fused projection, runs them in bf16 (autocast's policy for
+    matmuls; exact for spikes), returns bf16 spikes equal to the fp32 ones, and the backward
+    gives fp32 gradients matching the fp32 call to bf16's tolerance. (It used to fail with
+    "expected scalar type Float but found BFloat16".)"""
+    T, B, L, H, D = 2, 3, 9, 2, 16
+    gen = torch.Generator().manual_seed(7)
+    mask = lengths_mask(B, L, "lengths")
+    w = torch.randn(H * D, 8, generator=gen)
+
+    def step(autocast: bool):
+        qkv, (q, k, v) = _fused_qkv_views(T, B, L, H, D, torch.Generator().manual_seed(3))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            s = spiking_attention(q, k, v, attention_mask=mask, out_layout="blhd",
+                                  order=order, scale=0.25, backend="torch")
+            loss = (s @ w).float().square().sum()
+        loss.backward()
+        return s.detach(), qkv.grad
+
+    s32, g32 = step(False)
+    s16, g16 = step(True)
+    assert s32.dtype == torch.float32 and s16.dtype == torch.bfloat16
+    assert_spikes_equal(s16, s32)
+    assert g16.dtype == torch.float32
+    assert_grad_close(g16, g32, 5e-2, "d(qkv) under autocast")
+
+
+def test_autocast_leaves_16bit_and_fp64_inputs_alone():
+    """Spikes a LIF emitted in bf16 (spike_dtype) pass through autocast unchanged; fp64 keeps
+    its precision check; and the ops themselves run with autocast off."""
+    gen = torch.Generator().manual_seed(5)
+    shape = (2, 2, 1, 7, 16)
+    for dtype in (torch.bfloat16, torch.float64):
+        q, k, v = (spikes(shape, dtype, 0.4, gen) for _ in range(3))
+        plain = spiking_attention(q, k, v, backend="torch")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            s = spiking_attention(q, k, v, backend="torch")
+            forward = attention_forward_op(
+                q, k, v, None, 0.125, False, False, 2.0, True, 0.5, 0.0, True, "atan", 2.0,
+                True, False, False)[0]
+        assert s.dtype == dtype and forward.dtype == dtype
+        assert_spikes_equal(s, plain)
+        assert_spikes_equal(forward, plain)
+
+
+def test_strided_head_views_are_read_in_place():
+    """The strided q/k/v views of a fused projection give the same spikes and gradients as
+    contiguous copies (and the op itself makes no contiguous copy of its inputs: gradients
+    reach the fused projection through the views)."""
+    T, B, L, H, D = 2, 2, 7, 3, 16
+    qkv, (q, k, v) = _fused_qkv_views(T, B, L, H, D, torch.Generator().manual_seed(11))
+    assert not q.is_contiguous()
+    grad = torch.randn((T, B, L, H * D), generator=torch.Generator().manual_seed(2))
+    s = spiking_attention(q, k, v, out_layout="blhd", backend="torch")
+    s.backward(grad)
+    c = [x.detach().contiguous().requires_grad_() for x in (q, k, v)]
+    s_ref = spiking_attention(*c, out_layout="blhd", backend="torch")
+    s_ref.backward(grad)
+    assert_spikes_equal(s, s_ref)
+    g = qkv.grad.view(T, B, L, 3, H, D)
+    for i, x in enumerate(c):
+        assert_grad_close(g[:, :, :, i].permute(0, 1, 3, 2, 4), x.grad, 1e-6)

@@ -31,39 +31,8 @@ import sm90  # noqa: E402
 
 CASES = sm90.cases("test")
 
-# Known defects (issue 11), fixed on other branches: remove a mark when its fix is merged
-# (strict: an unexpected pass fails, so a stale mark cannot linger).
-NARROW_H_NAN = ("defect: attention_triton.py binds tl.PropagateNan.ALL to a local variable, "
-                "so the bf16/fp16 forward that saves H (recompute=False) does not compile")
-QKV_BWD_SPILLS = ("defect: the 16-bit (Q K^T) V backward spills at SpikeBERT shapes "
-                  "(255 registers: _attn_bwd_dkdv_kernel 32 B, the recomputing forward 8 B)")
-LIF_SCALAR = ("defect: lif_triton.py do_not_specialize=['T', 'N'] drops N's divisibility "
-              "by 16, so every global access of the LIF kernels is scalar")
-
-
-def known_defect(case: sm90.Case, check: str) -> str | None:
-    """Why a check fails today on ``case`` (the defects joined by "; "), or None."""
-    reasons = []
-    narrow_h = case.op == "attention" and case.dtype != "fp32" and case.mode == "train"
-    if check in ("compiles", "spills") and narrow_h:
-        reasons.append(NARROW_H_NAN)
-    if (check == "spills" and case.op == "attention" and case.order == "qk_v"
-            and case.mode != "infer"):
-        reasons.append(QKV_BWD_SPILLS)
-    if check == "vector" and case.op == "lif":
-        reasons.append(LIF_SCALAR)
-    return "; ".join(reasons) or None
-
-
-def params(check: str, select) -> list:
-    out = []
-    for case in CASES:
-        if not select(case):
-            continue
-        reason = known_defect(case, check)
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        out.append(pytest.param(case, id=case.id, marks=marks))
-    return out
+def params(select) -> list:
+    return [pytest.param(case, id=case.id) for case in CASES if select(case)]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +62,7 @@ def _result(compiled: dict, case: sm90.Case) -> dict:
     return r
 
 
-@pytest.mark.parametrize("case", params("compiles", lambda c: True))
+@pytest.mark.parametrize("case", params(lambda c: True))
 def test_compiles_for_sm90(compiled, case):
     r = _result(compiled, case)
     phases = {x["phase"] for x in r["launches"]}
@@ -103,7 +72,7 @@ def test_compiles_for_sm90(compiled, case):
 
 
 @pytest.mark.parametrize(
-    "case", params("spills", lambda c: c.dtype != "fp32" and c.spikebert_shape))
+    "case", params(lambda c: c.dtype != "fp32" and c.spikebert_shape))
 def test_no_register_spills_16bit(compiled, case):
     spilled = [f"{x['kernel']} ({x['phase']}): {x['registers']} registers, "
                f"{x['spill_stores']} B spill stores, {x['spill_loads']} B spill loads"
@@ -113,7 +82,7 @@ def test_no_register_spills_16bit(compiled, case):
 
 
 @pytest.mark.parametrize(
-    "case", params("vector", lambda c: c.op == "lif" and c.spikebert_shape))
+    "case", params(lambda c: c.op == "lif" and c.spikebert_shape))
 def test_lif_128_bit_global_accesses(compiled, case):
     """Aligned inputs (N divisible by 16, 16-byte aligned pointers): every global load and
     store of the LIF kernels moves 128 bits."""
