@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .data.encode import encode_batch
+
 
 class TaskCollator:
     """Rows ``{"text" | "text_a", "text_b", "label"}`` -> a padded batch of tensors
@@ -28,12 +30,9 @@ class TaskCollator:
         self.max_length, self.padding = max_length, padding
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        texts = [[row[f] for row in rows] for f in self.text_fields]
-        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length,
-                             padding=self.padding, return_tensors="pt")
-        batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-        batch["labels"] = torch.tensor([row["label"] for row in rows])
-        return batch
+        columns = {f: [row[f] for row in rows] for f in (*self.text_fields, "label")}
+        return encode_batch(self.tokenizer, columns, self.text_fields, self.max_length,
+                            padding=self.padding, return_tensors="pt")
 
 
 class LazyAugmented(Dataset):

@@ -14,14 +14,12 @@ an English Wikipedia sample selected by ``load_corpus("sample")`` (``--corpus sa
 """
 
 from .corpus import HUB_CORPORA, SAMPLE_CORPUS, Corpus, PackedCorpus, load_corpus, pack_corpus
-from .encode import check_vocab_compatible, encode
+from .encode import check_vocab_compatible, encode, encode_batch
 from .metrics import compute_metrics
 from .registry import TASKS, TaskSpec, get_task
 from .tasks import (
     DATA_ENV_VAR,
     SAMPLES_DIR,
-    add_data_arguments,
-    files_from_args,
     hub_offline,
     load_task,
     read_task_file,
@@ -38,11 +36,10 @@ __all__ = [
     "Corpus",
     "PackedCorpus",
     "TaskSpec",
-    "add_data_arguments",
     "check_vocab_compatible",
     "compute_metrics",
     "encode",
-    "files_from_args",
+    "encode_batch",
     "get_task",
     "hub_offline",
     "load_corpus",

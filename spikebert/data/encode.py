@@ -5,12 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
+import torch
 
 from .registry import TaskSpec, get_task
 
-__all__ = ["check_vocab_compatible", "encode"]
+__all__ = ["check_vocab_compatible", "encode", "encode_batch"]
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def encode_batch(tokenizer: Any, columns: dict[str, list], text_fields: tuple[str, ...],
+                 max_length: int, *, padding: str | bool = "max_length",
+                 return_tensors: str | None = None) -> dict[str, Any]:
+    """Tokenise one batch of columns (pairs as two segments, truncated together to
+    ``max_length``) into the model inputs, plus ``labels`` when ``columns`` has ``label``.
+    The one tokenisation rule: :func:`encode` maps it over a dataset, the recipes' collator
+    calls it per batch."""
+    enc = tokenizer(*[columns[f] for f in text_fields], truncation=True,
+                    max_length=max_length, padding=padding, return_tensors=return_tensors)
+    out = {k: enc[k] for k in _MODEL_INPUTS if k in enc}
+    if "label" in columns:
+        labels = columns["label"]
+        out["labels"] = torch.tensor(labels) if return_tensors == "pt" else labels
+    return out
 
 
 def encode(data: datasets.DatasetDict | datasets.Dataset, tokenizer: Any, max_length: int,
@@ -39,12 +56,7 @@ def encode(data: datasets.DatasetDict | datasets.Dataset, tokenizer: Any, max_le
         raise ValueError(f"max_length must be at least 2, got {max_length}")
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        enc = tokenizer(*[batch[f] for f in spec.text_fields], truncation=True,
-                        max_length=max_length, padding=padding)
-        out = {k: enc[k] for k in _MODEL_INPUTS if k in enc}
-        if "label" in batch:
-            out["labels"] = batch["label"]
-        return out
+        return encode_batch(tokenizer, batch, spec.text_fields, max_length, padding=padding)
 
     encoded = data.map(tokenize, batched=True, remove_columns=data.column_names)
     encoded.set_format("torch")

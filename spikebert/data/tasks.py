@@ -31,7 +31,6 @@ split sizes and a hash of each split's rows (:func:`split_hashes`) so runs can b
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -49,8 +48,6 @@ from .registry import TaskSpec, get_task
 __all__ = [
     "DATA_ENV_VAR",
     "SAMPLES_DIR",
-    "add_data_arguments",
-    "files_from_args",
     "hub_offline",
     "load_task",
     "read_task_file",
@@ -343,22 +340,3 @@ def load_task(name: str | TaskSpec, *, data_dir: str | os.PathLike | None = None
     )
     return dd, info
 
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the standard data flags (``--data_dir``, ``--train_file``...) to a recipe's parser."""
-    g = parser.add_argument_group("data")
-    g.add_argument("--data_dir", default=None, help=f"data folder (default: ${DATA_ENV_VAR})")
-    g.add_argument("--train_file", default=None, help=".jsonl/.csv/.tsv training file")
-    g.add_argument("--dev_file", default=None, help="dev file (with --train_file)")
-    g.add_argument("--test_file", default=None, help="optional test file")
-    g.add_argument("--all_file", default=None, help="one file to split train/dev/test by seed")
-    g.add_argument("--split_seed", type=int, default=42, help="seed of the train/dev/test split")
-    g.add_argument("--no_hub", action="store_true", help="never try the Hugging Face Hub")
-    return parser
-
-
-def files_from_args(args: argparse.Namespace) -> dict[str, str] | None:
-    """Map parsed ``--train_file``-style flags to the ``files`` argument of :func:`load_task`."""
-    names = {"train": "train_file", "dev": "dev_file", "test": "test_file", "all": "all_file"}
-    files = {k: getattr(args, a) for k, a in names.items() if getattr(args, a, None)}
-    return files or None

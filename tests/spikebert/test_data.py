@@ -7,7 +7,6 @@ and are skipped when it is absent.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -388,17 +387,6 @@ def test_compute_metrics() -> None:
     assert s["pearson"] == pytest.approx(np.corrcoef([1, 2, 2, 5], [0.5, 1, 3, 2])[0, 1])
     # ranks with ties: x -> [1, 2.5, 2.5, 4], y -> [1, 2, 4, 3]
     assert s["spearmanr"] == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 4, 3])[0, 1])
-
-
-def test_data_arguments() -> None:
-    parser = D.add_data_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--train_file", "a.jsonl", "--dev_file", "b.csv", "--no_hub"])
-    assert D.files_from_args(args) == {"train": "a.jsonl", "dev": "b.csv"}
-    assert args.no_hub and args.split_seed == 42
-    assert D.files_from_args(parser.parse_args([])) is None
-
-
-# ------------------------------------------------------------------------------ corpora
 
 
 def test_load_corpus_sources(tmp_path: Path) -> None:
