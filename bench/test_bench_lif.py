@@ -140,7 +140,8 @@ def test_lif(bench, lif_case: LifCase, provider: str) -> None:
             gbs = floor / stats["median"] / 1e9
             return {"floor_bytes_per_neuron_step": bl.lif_floor_bytes(dtype, case.mode),
                     "gbs": gbs, "copy_gbs": copy, "x_floor": copy / gbs,
-                    "torch_threads": torch.get_num_threads(), "load_avg": bl.load_average()}
+                    "torch_threads": torch.get_num_threads(), "load_avg": bl.load_average(),
+                    "cpu_time_s": bl.thread_cpu_time(fn) if device == "cpu" else None}
 
         bench.run(fn, group="lif", mode=case.mode, params={"T": case.T, "N": case.N},
                   shape=[case.T, case.N], dtype=case.dtype, provider=provider,
