@@ -1,16 +1,17 @@
-"""The PyTorch path of the multi-step LIF: the whole time loop as one compiled graph.
+"""The PyTorch path of the multi-step LIF: the time loop as compiled multi-step kernels.
 
-The forward (charge, fire, reset for every step) and the backward (the surrogate gradient
-through every step, in reverse) are each one Python function over the flat ``[T, N]``
-input; ``torch.compile`` unrolls its time loop and fuses it into one kernel that reads X
-once and writes the spikes (and the saved H) once, keeping the membrane in registers
-(docs/DESIGN.md §6). One graph is compiled per flag combination and time length T (T is
-unrolled, so it is specialised; T above ``MAX_UNROLL`` runs in chunks), with the neuron
-count dynamic: new neuron counts never recompile. The neuron's constants (tau, V_th,
-V_reset, beta, alpha) reach the graphs as 0-d tensors, not Python floats, so new values do
-not recompile either (and a float specialised into a cached graph could be reused for the
-next value: pytorch/pytorch#194976). Where no compiler works, or with
-``SPIKE_KERNELS_CPU_COMPILE=0``, the same functions run eagerly.
+The forward (charge, fire, reset) and the backward (the surrogate gradient, in reverse) of
+a run of ``MAX_UNROLL`` (4) time steps are each one Python function; ``torch.compile``
+unrolls its steps and fuses them into one kernel that reads X once and writes the spikes
+(and the saved H) straight into the outputs, the membrane in registers between steps
+(docs/DESIGN.md §6). T steps are ceil(T/4) calls of that one graph (plus one graph for a
+shorter last chunk), not one call per step; why not all T in one kernel: ``MAX_UNROLL``.
+The neuron count is dynamic and the chunks' offsets are not guarded, so new neuron counts
+and new T never recompile. The neuron's constants (tau, V_th, V_reset, beta, alpha) reach
+the graphs as 0-d tensors, not Python floats, so new values do not recompile either (and a
+float specialised into a cached graph could be reused for the next value:
+pytorch/pytorch#194976). Where no compiler works, or with ``SPIKE_KERNELS_CPU_COMPILE=0``,
+the same functions run eagerly.
 
 Arithmetic is fp32 (fp64 for fp64 inputs); H is saved in the input's dtype (in fp16/bf16
 clamped to the spike's side of the threshold), spikes come in ``spike_dtype``. Equations in
@@ -108,7 +109,9 @@ def _step(v, xt, c: tuple, snntorch: bool, decay_input: bool, hard_reset: bool):
 def _forward_chunk(x, v, s, h, vs, c: tuple, snntorch: bool, decay_input: bool,
                    hard_reset: bool):
     """Steps over ``x [K, N]`` from the state ``v [N]``, writing spikes ``s``, H ``h`` and
-    the state sequence ``vs`` (``[K, N]`` each, or None) in their dtypes; returns the state.
+    the state sequence ``vs`` (lists of K rows ``[N]``, or None) in their dtypes; returns
+    the state. (Rows, each overwritten whole: a copy into a slice of a graph input becomes
+    a read-modify-write of the whole input plus temporaries.)
 
     H narrower than the compute dtype is clamped to the threshold bracket ``c[4:6]``.
     """
@@ -117,7 +120,7 @@ def _forward_chunk(x, v, s, h, vs, c: tuple, snntorch: bool, decay_input: bool,
         if s is not None:
             s[k].copy_(fired)
         if h is not None:
-            if h.dtype != hk.dtype:
+            if h[k].dtype != hk.dtype:
                 # Rounding to fp16/bf16 must not carry H across the threshold (backward
                 # re-derives the spike mask from it): clamp to the nearest representable
                 # values on the spike's side. (Clamping, not comparing a rounded copy:
@@ -132,7 +135,7 @@ def _forward_chunk(x, v, s, h, vs, c: tuple, snntorch: bool, decay_input: bool,
 def _backward_chunk(gs, gv, gvs, h, r_first, gx, c: tuple, snntorch: bool, decay_input: bool,
                     hard_reset: bool, detach_reset: bool, surrogate: str):
     """Steps ``K-1`` down to 0 of ``h`` (``[K, N]`` or a list of K ``[N]``), from ``gv``,
-    the gradient reaching the chunk's last state; writes dL/dX into ``gx [K, N]`` and returns
+    the gradient reaching the chunk's last state; writes dL/dX into the rows ``gx`` and returns
     the gradient reaching the state before the chunk. ``r_first``: the snnTorch reset of the
     chunk's first step (zero reset only; None: no reset)."""
     tau, v_th, v_reset, beta, alpha = c[0], c[1], c[2], c[3], c[6]
@@ -211,6 +214,15 @@ def _compiled(fn: Callable, key: tuple) -> Callable:
     return run
 
 
+def _row_list(a: torch.Tensor | None, t0: int, t1: int) -> list[torch.Tensor] | None:
+    """Rows ``t0:t1`` of a contiguous ``[T, n]`` tensor, each a ``[n]`` tensor of its own."""
+    if a is None:
+        return None
+    n, base = a.shape[1], a.storage_offset()
+    return [_mark(a.new_empty(0).set_(a.untyped_storage(), base + t * n, (n,), (1,)), 0)
+            for t in range(t0, t1)]
+
+
 def _rows(a: torch.Tensor | None, t0: int, t1: int) -> torch.Tensor | None:
     """Rows ``t0:t1`` of a contiguous ``[T, n]`` tensor as a tensor of their own (``set_`` on
     the same storage, not a view: TorchDynamo guards on the base of a view input, so views
@@ -275,8 +287,8 @@ def _run_forward(x, v_init, p: NeuronParams, h_dtype, want_v_seq, spike_dtype):
     for t0, t1 in _chunks(T) if n else []:
         key = ("fwd", t1 - t0, x.dtype, spike_dtype, h_dtype, want_v_seq, *flags)
         fn = _loop_function(_forward_chunk, key)
-        v = fn(_rows(xf, t0, t1), v, _rows(s, t0, t1), _rows(h, t0, t1), _rows(vs, t0, t1), c,
-               *flags)
+        v = fn(_rows(xf, t0, t1), v, _row_list(s, t0, t1), _row_list(h, t0, t1),
+               _row_list(vs, t0, t1), c, *flags)
     return s, v, h, vs
 
 
@@ -359,7 +371,7 @@ def _backward(grad_s, grad_v_last, grad_v_seq, h_seq, x, v_init, p: NeuronParams
             r = _mark(srcf[t0 - 1].to(cdt) > p.v_threshold, 0)
         key = (t1 - t0, src.dtype, grad_s.dtype, None if gvs is None else gvs.dtype,
                r is not None, v_dtype, *flags)
-        rows = [_rows(a, t0, t1) for a in (gs, gvs, srcf, gx)]
+        rows = [_rows(a, t0, t1) for a in (gs, gvs, srcf)] + [_row_list(gx, t0, t1)]
         if h_seq is None:
             v = _initial(v_init, p.v_init, n, cdt, src.device)
             fn = _loop_function(_recompute_backward_chunk, ("rc-bwd", *key))
