@@ -148,6 +148,9 @@ def lif_backward_op(
         from .lif_triton import lif_backward_triton
 
         return lif_backward_triton(grad_s, grad_v_last, grad_v_seq, saved, v_init, p, recompute)
+    if recompute and _torch_path_has_flags():  # H recomputed inside the backward kernels
+        return lif_torch.lif_backward_recompute_torch(grad_s, grad_v_last, grad_v_seq, saved,
+                                                      v_init, p, saved.dtype)
     h_seq = lif_torch.recompute_h_torch(saved, v_init, p) if recompute else saved
     if _torch_path_has_flags():
         return lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, h_seq, p,

@@ -342,17 +342,15 @@ def lif_backward_recompute_torch(
     v_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``lif_backward_torch`` for ``recompute=True``, bit-identical to ``recompute_h_torch``
-    followed by it. Up to MAX_UNROLL steps H is recomputed inside the backward's own kernel
-    and never stored; longer T takes the two steps."""
-    if x.shape[0] > MAX_UNROLL:
-        h_seq = recompute_h_torch(x, v_init, p)
-        return _backward(grad_s, grad_v_last, grad_v_seq, h_seq, None, v_init, p, v_dtype)
+    followed by it, without storing H: a first pass over x keeps only the state at each
+    chunk start (one row per MAX_UNROLL steps), then each chunk's backward kernel recomputes
+    its H from x and that state (reads X twice and dL/dS once, writes dL/dX)."""
     return _backward(grad_s, grad_v_last, grad_v_seq, None, x, v_init, p, v_dtype)
 
 
 def _backward(grad_s, grad_v_last, grad_v_seq, h_seq, x, v_init, p: NeuronParams, v_dtype):
-    """The backward from the saved ``h_seq``, or (``h_seq`` None, T <= MAX_UNROLL) from H
-    recomputed from ``x`` in the same kernel."""
+    """The backward from the saved ``h_seq``, or (``h_seq`` None) from H recomputed from
+    ``x`` chunk by chunk in the backward kernels."""
     src = x if h_seq is None else h_seq
     T, shape = src.shape[0], src.shape[1:]
     n = shape.numel()
@@ -365,17 +363,25 @@ def _backward(grad_s, grad_v_last, grad_v_seq, h_seq, x, v_init, p: NeuronParams
     gs, gvs, srcf = (_flat(a, T, n) for a in (grad_s, grad_v_seq, src))
     gx = src.new_empty((T, n), dtype=v_dtype)
     flags = (p.snntorch, p.decay_input, p.hard_reset, p.detach_reset, p.surrogate.name)
+    starts = {}  # recompute: the state before each chunk
+    if h_seq is None and n:
+        v = _initial(v_init, p.v_init, n, cdt, src.device)
+        for t0, t1 in _chunks(T):
+            starts[t0] = v
+            fn = _loop_function(_forward_chunk, ("fwd", t1 - t0, src.dtype, None, None, False,
+                                                 *flags[:3]))
+            v = fn(_rows(srcf, t0, t1), v, None, None, None, c, *flags[:3])
     for t0, t1 in reversed(_chunks(T)) if n else []:
         r = r0
-        if t0 > 0 and p.snntorch and p.hard_reset:
-            r = _mark(srcf[t0 - 1].to(cdt) > p.v_threshold, 0)
+        if t0 > 0 and p.snntorch and p.hard_reset:  # U[t0-1] > V_th
+            r = _mark((srcf[t0 - 1].to(cdt) if h_seq is not None else starts[t0]) >
+                      p.v_threshold, 0)
         key = (t1 - t0, src.dtype, grad_s.dtype, None if gvs is None else gvs.dtype,
                r is not None, v_dtype, *flags)
         rows = [_rows(a, t0, t1) for a in (gs, gvs, srcf)] + [_row_list(gx, t0, t1)]
         if h_seq is None:
-            v = _initial(v_init, p.v_init, n, cdt, src.device)
             fn = _loop_function(_recompute_backward_chunk, ("rc-bwd", *key))
-            gv = fn(rows[0], gv, rows[1], rows[2], v, r, rows[3], c, *flags)
+            gv = fn(rows[0], gv, rows[1], rows[2], starts[t0], r, rows[3], c, *flags)
         else:
             fn = _loop_function(_backward_chunk, ("bwd", *key))
             gv = fn(rows[0], gv, rows[1], rows[2], r, rows[3], c, *flags)

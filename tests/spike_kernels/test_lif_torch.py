@@ -183,8 +183,8 @@ def backward_both_ways(p: NeuronParams, T: int, shape, seed: int):
 
 @pytest.mark.parametrize("conv", ("spikingjelly", "snntorch"))
 def test_recompute_backward_in_one_graph(monkeypatch, conv):
-    """The backward that recomputes H in its own graph equals recomputing H first, bit for
-    bit, also where T is above MAX_UNROLL (which takes the second way)."""
+    """The backward that recomputes H inside its kernels (from x and the state at each chunk
+    start) equals recomputing H first, bit for bit, in one chunk and across chunks."""
     p = snn_params("zero") if conv == "snntorch" else NeuronParams.make(v_reset=0.0)
     for T in (4, 2):
         fused, split = backward_both_ways(p, T, (5, 9), seed=T)
