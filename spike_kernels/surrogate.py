@@ -2,7 +2,7 @@
 
 The forward pass of every surrogate is the Heaviside step ``S = (x >= 0)``; only the
 backward pass differs: ``dS/dx ~= g'(x)`` with ``x = H - V_th``. Names and default
-``alpha`` follow SpikingJelly (SPEC.md §1):
+``alpha`` follow SpikingJelly (docs/DESIGN.md §1):
 
 =====================  =====  ==================================================
 name                   alpha  g'(x)

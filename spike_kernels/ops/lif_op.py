@@ -10,7 +10,6 @@ same :class:`~spike_kernels.params.NeuronParams`.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import NamedTuple
 
 import torch
@@ -54,6 +53,12 @@ class _Forward(NamedTuple):
     use_triton: bool
 
 
+def _forward_config(args: tuple) -> _Forward:
+    """``lif_forward``'s arguments after (x, v_init), by name."""
+    k = len(_Neuron._fields)
+    return _Forward(_Neuron(*args[:k]), *args[k:])
+
+
 @functools.lru_cache(maxsize=256)
 def _params(n: _Neuron) -> NeuronParams:
     """NeuronParams from the ops' scalar arguments (validated once per distinct neuron)."""
@@ -61,22 +66,29 @@ def _params(n: _Neuron) -> NeuronParams:
                         get_surrogate(n.surrogate, n.alpha), n.convention, n.beta)
 
 
+@functools.lru_cache(maxsize=256, typed=True)
+def _make_params(**kwargs) -> NeuronParams:
+    return NeuronParams.make(**kwargs)
+
+
+def make_params(**kwargs) -> NeuronParams:
+    """:meth:`NeuronParams.make`, cached per distinct (typed) arguments: validation runs once
+    per neuron configuration, not on every call of the op. Only immutable surrogates (a name
+    or a :class:`Surrogate`) are cached: another object could change its alpha later."""
+    if not isinstance(kwargs.get("surrogate"), str | Surrogate):
+        return NeuronParams.make(**kwargs)
+    try:
+        return _make_params(**kwargs)
+    except TypeError:  # an unhashable argument: let the validation name it
+        return NeuronParams.make(**kwargs)
+
+
 @functools.cache
-def _torch_path_has_flags() -> bool:
-    """Whether :mod:`.lif_torch` takes ``spike_dtype`` and the snnTorch convention yet
-    (helper lifcpu's side of the contract; until then those flags raise on that path)."""
-    return "spike_dtype" in inspect.signature(lif_torch.lif_forward_torch).parameters
+def _triton():
+    """:mod:`.lif_triton`, imported on first use (the PyTorch path needs no Triton)."""
+    from . import lif_triton
 
-
-def _check_torch_path(p: NeuronParams, x: torch.Tensor, spike_dtype: torch.dtype) -> None:
-    if _torch_path_has_flags():
-        return
-    if p.snntorch or spike_dtype != x.dtype:
-        raise NotImplementedError(
-            "the PyTorch path of lif does not implement convention='snntorch' or a "
-            "spike_dtype other than x's dtype yet; use backend='triton' (CUDA, or "
-            "TRITON_INTERPRET=1) or spike_kernels.lif_ref"
-        )
+    return lif_triton
 
 
 @torch.library.custom_op("spike_kernels::lif_forward", mutates_args=())
@@ -101,18 +113,13 @@ def lif_forward_op(
     p = _params(_Neuron(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
                         convention, beta))
     if use_triton:
-        from .lif_triton import lif_forward_triton
-
-        return lif_forward_triton(x, v_init, p, not recompute, want_v_seq, spike_dtype)
-    _check_torch_path(p, x, spike_dtype)
-    if _torch_path_has_flags():
-        return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq, spike_dtype)
-    return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq)
+        return _triton().lif_forward_triton(x, v_init, p, not recompute, want_v_seq, spike_dtype)
+    return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq, spike_dtype)
 
 
 @lif_forward_op.register_fake
 def _(x, v_init, *args):
-    cfg = _Forward(_Neuron(*args[:9]), *args[9:])
+    cfg = _forward_config(args)
     # contiguous, as both implementations allocate them (empty_like would keep x's strides)
     return (
         x.new_empty(x.shape, dtype=cfg.spike_dtype),
@@ -145,19 +152,13 @@ def lif_backward_op(
     p = _params(_Neuron(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
                         convention, beta))
     if use_triton:
-        from .lif_triton import lif_backward_triton
-
-        return lif_backward_triton(grad_s, grad_v_last, grad_v_seq, saved, v_init, p, recompute)
-    if recompute and _torch_path_has_flags():  # H recomputed inside the backward kernels
+        return _triton().lif_backward_triton(grad_s, grad_v_last, grad_v_seq, saved, v_init, p,
+                                             recompute)
+    if recompute:
         return lif_torch.lif_backward_recompute_torch(grad_s, grad_v_last, grad_v_seq, saved,
                                                       v_init, p, saved.dtype)
-    h_seq = lif_torch.recompute_h_torch(saved, v_init, p) if recompute else saved
-    if _torch_path_has_flags():
-        return lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, h_seq, p,
-                                            saved.dtype, v_init=v_init)
-    grad_x, grad_v_init = lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, h_seq,
-                                                       p, saved.dtype)
-    return grad_x.to(saved.dtype), grad_v_init
+    return lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, saved, p, saved.dtype,
+                                        v_init=v_init)
 
 
 @lif_backward_op.register_fake
@@ -167,7 +168,7 @@ def _(grad_s, grad_v_last, grad_v_seq, saved, *args):
 
 def _setup_context(ctx, inputs, output):
     x, v_init, *args = inputs
-    cfg = _Forward(_Neuron(*args[:9]), *args[9:])
+    cfg = _forward_config(args)
     ctx.cfg = cfg
     ctx.has_v_init = v_init is not None
     ctx.save_for_backward(x if cfg.recompute else output[2], v_init)
@@ -252,10 +253,10 @@ def lif(
         v_init: membrane before step 0 (``x.shape[1:]``, x's dtype); default ``v_reset``
             (0 for the soft reset and for snnTorch). Gradients flow into it.
         decay_input / detach_reset: default to the convention's (True/False for SpikingJelly;
-            snnTorch has only False/True).
+            snnTorch has only False/True). ``detach_reset`` detaches S in the reset term
+            (gradients flow through the charge only).
         surrogate: backward of the spike, by name or :class:`~spike_kernels.surrogate.Surrogate`;
             ``alpha`` overrides its sharpness.
-        detach_reset: detach S in the reset term (gradients flow through the charge only).
         beta: snnTorch's decay in [0, 1] (``convention="snntorch"`` only; tau stays unset).
         spike_dtype: dtype of the returned spikes (default x's; 0/1 are exact in any float
             type), e.g. bfloat16 spikes from an fp32 membrane for the next matmul.
@@ -272,9 +273,9 @@ def lif(
     """
     x = check_tensor(x)
     v_init = _check_v_init(v_init, x)
-    p = NeuronParams.make(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
-                          v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
-                          alpha=alpha, convention=convention, beta=beta)
+    p = make_params(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
+                    v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
+                    alpha=alpha, convention=convention, beta=beta)
     spike_dtype = check_float_dtype("spike_dtype", spike_dtype) or x.dtype
     use_triton = resolve_backend(backend, x.device) == "triton"
     # Where no gradient can flow (inference, no_grad), save nothing: H would never be read.
@@ -285,6 +286,6 @@ def lif(
         check_bool("recompute", recompute) or not needs_grad,
         check_bool("return_v_seq", return_v_seq), use_triton,
     )
-    if not (return_v or return_v_seq):
+    if not (check_bool("return_v", return_v) or return_v_seq):
         return s
     return (s,) + ((v_last,) if return_v else ()) + ((v_seq,) if return_v_seq else ())

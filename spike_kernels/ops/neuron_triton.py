@@ -1,7 +1,10 @@
 """Triton device functions of the LIF neuron, shared by the LIF and attention kernels.
 
-fp32 arithmetic; the same equations as :mod:`spike_kernels.ops.lif_torch` (division is
-IEEE round-to-nearest, ``div_rn``, so spikes match the PyTorch path bit for bit).
+fp32 arithmetic; the same equations as :mod:`spike_kernels.ops.lif_torch` and
+docs/DESIGN.md §1. Division is IEEE round-to-nearest (``div_rn``) and the LIF kernels are
+compiled without FP contraction (``enable_fp_fusion=False``), so the membrane is rounded
+after every operation exactly as in the PyTorch path: a fused multiply-add cannot move H
+across the threshold and flip a spike at a tie.
 """
 
 from __future__ import annotations
@@ -9,19 +12,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-# Surrogate kinds, in the order of spike_kernels.surrogate.SURROGATE_NAMES.
-SIGMOID: tl.constexpr = 0
-ATAN: tl.constexpr = 1
-PIECEWISE_QUADRATIC: tl.constexpr = 2
-PIECEWISE_EXP: tl.constexpr = 3
-SOFT_SIGN: tl.constexpr = 4
-SUPER_SPIKE: tl.constexpr = 5
-ERF: tl.constexpr = 6
-
 
 @triton.jit
 def surrogate_grad(x, alpha, KIND: tl.constexpr):
-    """g'(x) of the surrogate ``KIND`` (table in spike_kernels.surrogate)."""
+    """g'(x) of the surrogate ``KIND``: its index in ``spike_kernels.surrogate.SURROGATE_NAMES``
+    (the table in that module)."""
     if KIND == 0:
         sg = tl.sigmoid(alpha * x)
         out = alpha * sg * (1.0 - sg)
@@ -68,7 +63,9 @@ def fire_and_reset(h, v_threshold, v_reset, HARD_RESET: tl.constexpr):
 @triton.jit
 def grad_membrane(grad_s, grad_v, h, v_threshold, v_reset, alpha,
                   HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr, SURROGATE: tl.constexpr):
-    """dL/dH[t] from dL/dS[t] and dL/dV[t] (SPEC.md §1 table)."""
+    """dL/dH[t] from dL/dS[t] and dL/dV[t] (the table of docs/DESIGN.md §1).
+
+    snnTorch's convention uses the soft, detached form: dL/dU[t] = dL/dS[t] g' + dL/dU[t]."""
     sg = surrogate_grad(h - v_threshold, alpha, SURROGATE)
     if HARD_RESET:
         keep = tl.where(h < v_threshold, 1.0, 0.0)
@@ -82,3 +79,35 @@ def grad_membrane(grad_s, grad_v, h, v_threshold, v_reset, alpha,
         else:
             gh = (grad_s - v_threshold * grad_v) * sg + grad_v
     return gh
+
+
+@triton.jit
+def snntorch_charge(u, x, beta, v_threshold, HARD_RESET: tl.constexpr):
+    """snnTorch ``Leaky`` (reset_delay=True): U[t] from U[t-1], its delayed reset r = U[t-1] >
+    V_th applied now, in snnTorch's order of operations::
+
+        U = beta U + X - V_th r            (subtract; r = 0 subtracts nothing)
+        U = beta ((1 - r) U) + X           (zero)
+    """
+    reset = u > v_threshold
+    if HARD_RESET:
+        u = tl.where(reset, 0.0, beta * u) + x
+    else:
+        u = beta * u + x
+        u = tl.where(reset, u - v_threshold, u)
+    return u
+
+
+@triton.jit
+def neuron_step(v, x, tau, beta, v_threshold, v_reset, DECAY_INPUT: tl.constexpr,
+                HARD_RESET: tl.constexpr, SNNTORCH: tl.constexpr):
+    """One time step of either convention: ``(fired, H, V)``, H being the membrane that
+    backward reads (SpikingJelly's H before the reset; snnTorch's U, which is also V)."""
+    if SNNTORCH:
+        h = snntorch_charge(v, x, beta, v_threshold, HARD_RESET)
+        fired = h > v_threshold
+        v = h
+    else:
+        h = charge(v, x, tau, v_reset, DECAY_INPUT)
+        fired, v = fire_and_reset(h, v_threshold, v_reset, HARD_RESET)
+    return fired, h, v

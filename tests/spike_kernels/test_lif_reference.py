@@ -339,3 +339,40 @@ def test_snntorch_convention_validation():
         NeuronParams.make(decay_input=1)
     with pytest.raises(TypeError, match="spike_dtype"):
         lif(torch.zeros(2, 3), spike_dtype=torch.int8)
+
+
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16, torch.float32), ids=str)
+def test_threshold_bracket_matches_torch_rounding(dtype):
+    """threshold_bracket (pure Python bit arithmetic, cached) against torch's own rounding and
+    nextafter: below < V_th <= above (SpikingJelly's >=) or below <= V_th < above (strict,
+    snnTorch's >), for thresholds exact, rounded up, rounded down, tiny, huge and zero."""
+    from spike_kernels.params import threshold_bracket
+
+    g = torch.Generator().manual_seed(0)
+    values = [0.0, 1.0, 0.5, 0.3, 0.7, 1e-9, 1e-30, 1e5, 7e4, 65504.0, 65520.0, 3.0e38]
+    values += torch.rand(300, generator=g, dtype=torch.float64).mul(3).tolist()
+    for v_th in values:
+        th = torch.tensor(v_th, dtype=torch.float32)
+        r = th.to(dtype)
+        down = torch.nextafter(r, torch.tensor(-float("inf"), dtype=dtype)).item()
+        up = torch.nextafter(r, torch.tensor(float("inf"), dtype=dtype)).item()
+        for strict in (False, True):
+            fires_at_r = r.float() > th or (r.float() == th and not strict)
+            want = (down, r.item()) if fires_at_r else (r.item(), up)
+            assert threshold_bracket(v_th, dtype, strict) == want, (v_th, dtype, strict)
+
+
+@pytest.mark.parametrize("recompute", (False, True))
+def test_lif_custom_ops_pass_opcheck(recompute):
+    """torch.library.opcheck of spike_kernels::lif_forward (schema, fake implementation with
+    spike_dtype, autograd registration) for both conventions on the PyTorch path."""
+    from spike_kernels.ops.lif_op import _Neuron, lif_forward_op
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(3, 2, 5, generator=g) + 0.6).requires_grad_()
+    v0 = torch.randn(2, 5, generator=g).requires_grad_()
+    for p in (NeuronParams.make(tau=2.5, v_reset=None),
+              NeuronParams.make(convention="snntorch", beta=0.8, v_reset=0.0)):
+        for spike_dtype in (torch.float32, torch.bfloat16):
+            args = (x, v0, *_Neuron.of(p), spike_dtype, recompute, True, False)
+            torch.library.opcheck(lif_forward_op, args)

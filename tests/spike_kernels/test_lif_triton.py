@@ -73,11 +73,16 @@ def run(fn, x, v0, grads, dtype):
     return {k: v.detach() for k, v in result.items()}
 
 
-def op(backend, p: NeuronParams, recompute):
+def lif_kwargs(p: NeuronParams) -> dict:
+    return dict(tau=p.tau, decay_input=p.decay_input, v_threshold=p.v_threshold,
+                v_reset=p.v_reset, surrogate=p.surrogate, detach_reset=p.detach_reset,
+                convention=p.convention, beta=p.beta)
+
+
+def op(backend, p: NeuronParams, recompute, spike_dtype=None):
     def fn(x, v0):
-        return lif(x, v0, tau=p.tau, decay_input=p.decay_input, v_threshold=p.v_threshold,
-                   v_reset=p.v_reset, surrogate=p.surrogate, detach_reset=p.detach_reset,
-                   backend=backend, recompute=recompute, return_v=True, return_v_seq=True)
+        return lif(x, v0, backend=backend, recompute=recompute, return_v=True,
+                   return_v_seq=True, spike_dtype=spike_dtype, **lif_kwargs(p))
     return fn
 
 
@@ -163,6 +168,11 @@ def matrix_cases(dtypes):
 
 
 def params_for(flags, surrogate, seed):
+    """SpikingJelly flags (decay_input, v_reset, detach_reset) or ("snntorch", v_reset)."""
+    if flags[0] == "snntorch":
+        beta, v_th = ((0.8, 1.0), (0.95, 0.5), (0.5, 0.625))[seed % 3]
+        return NeuronParams.make(convention="snntorch", beta=beta, v_threshold=v_th,
+                                 v_reset=flags[1], surrogate=surrogate)
     decay_input, v_reset, detach_reset = flags
     # vary tau and the threshold too (tau not exactly representable in fp32)
     tau, v_th = ((2.0, 1.0), (3.7, 0.5), (1.5, 1.25))[seed % 3]
@@ -211,6 +221,71 @@ def test_triton_matches_reference(dtype):
         check_against_reference("triton", TRITON_DEVICE, *case)
 
 
+@pytest.mark.parametrize("dtype", (torch.float32, *LOW_PRECISION), ids=str)
+def test_triton_snntorch_matches_reference(dtype):
+    """convention="snntorch" (delayed reset, strict '>'): both resets x every surrogate in
+    fp32 (a third of them in fp16/bf16), odd shapes, T in 1..16, three (beta, V_th)."""
+    for i, (v_reset, sur) in enumerate(itertools.product((None, 0.0), SURROGATES)):
+        if dtype == torch.float32 or i % 3 == 0:
+            check_against_reference("triton", TRITON_DEVICE, TIMES[i % 4],
+                                    SHAPES[i % len(SHAPES)], ("snntorch", v_reset), sur,
+                                    dtype, 200 + i)
+
+
+@pytest.mark.parametrize("spike_dtype", (torch.bfloat16, torch.float16, torch.float64), ids=str)
+def test_triton_spike_dtype(spike_dtype):
+    """fp32 membrane, spikes emitted in ``spike_dtype`` (both conventions, recompute on and
+    off): the same spikes as in fp32, and, with dL/dS arriving in ``spike_dtype``, the
+    gradients (in fp32) of the fp32 op given the same rounded dL/dS."""
+    for flags in ((True, None, False), ("snntorch", 0.0)):
+        p = params_for(flags, "atan", 1)
+        x, v0, (g_s, g_v, g_q) = make_case(4, (3, 37), seed=21, device=TRITON_DEVICE)
+        g_s = g_s.to(spike_dtype)
+        for recompute in (False, True):
+            xi, vi = x.clone().requires_grad_(), v0.clone().requires_grad_()
+            s, v, q = op("triton", p, recompute, spike_dtype)(xi, vi)
+            assert s.dtype == spike_dtype and v.dtype == q.dtype == torch.float32
+            got = torch.autograd.grad((s, v, q), (xi, vi), (g_s, g_v, g_q))
+            want = run(op("triton", p, recompute), x, v0, (g_s.float(), g_v, g_q),
+                       torch.float32)
+            ctx = f"[spike_dtype={spike_dtype} {p} recompute={recompute}]"
+            assert_equal(s.float(), want["s"], f"{ctx} spikes")
+            for g, key in zip(got, ("grad_x", "grad_v_init"), strict=True):
+                assert g.dtype == torch.float32
+                assert_equal(g, want[key], f"{ctx} {key}")
+
+
+def test_triton_snntorch_fires_strictly_above_the_threshold():
+    """snnTorch fires on U > V_th: U equal to the fp32 threshold does not fire, one ulp above
+    does (U[0] = beta * 0 + X[0] = X[0] exactly)."""
+    for v_th in (0.7, 0.3, 1.0):
+        th = torch.tensor(v_th, dtype=torch.float32)
+        above = torch.nextafter(th, torch.tensor(2.0))
+        x = torch.stack([th, above, th + 1]).reshape(1, 3).to(TRITON_DEVICE)
+        s = lif(x, convention="snntorch", beta=0.5, v_threshold=v_th, backend="triton")
+        assert s.cpu().tolist() == [[0.0, 1.0, 1.0]], (v_th, s)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+def test_triton_snntorch_saved_low_precision_u_keeps_the_reset(dtype):
+    """U[0] just above V_th = 1 rounds down to 1.0 in fp16/bf16; saved like that, backward
+    would see no delayed reset (U[0] > V_th false) and let dL/dU[1] reach U[0] through
+    beta. Clamped to the next value above 1, the zero reset blocks it: dL/dx[0] = 0."""
+    eps = torch.finfo(dtype).eps
+    v0 = torch.tensor([eps], dtype=dtype, device=TRITON_DEVICE)  # beta v0 = eps/2 < ulp/2
+    x = torch.tensor([[1.0], [0.25]], dtype=dtype, device=TRITON_DEVICE)
+    p = NeuronParams.make(convention="snntorch", beta=0.5, v_reset=0.0)
+    ups = (torch.zeros(2, 1), torch.ones(1), torch.zeros(2, 1))
+    want = run(ref(p), x.float(), v0.float(), ups, torch.float32)
+    assert want["s"].flatten().tolist() == [1.0, 0.0] and want["grad_x"][0].item() == 0.0
+    for recompute in (False, True):
+        got = run(op("triton", p, recompute), x, v0,
+                  tuple(u.to(TRITON_DEVICE) for u in ups), dtype)
+        assert_equal(got["s"].float(), want["s"], f"{dtype} spikes")
+        for key in ("grad_x", "grad_v_init"):
+            assert_equal(got[key].float(), want[key], f"{dtype} recompute={recompute} {key}")
+
+
 # Compiles the kernels for an sm_90 GPU (to PTX and cubin; no GPU needed), which the
 # interpreter never does: a construct it accepts but the compiler rejects fails here.
 AOT_SCRIPT = textwrap.dedent("""
@@ -229,33 +304,49 @@ AOT_SCRIPT = textwrap.dedent("""
         sig.update({name: "i32" if name in ("T", "N") else "fp32" for name in scalars})
         sig.update({name: "constexpr" for name in const})
         src = ASTSource(fn=fn, signature=sig, constexprs=const)
-        return triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+        # the launchers' option: no FP contraction (a fused multiply-add could flip a spike)
+        return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                              options=dict(enable_fp_fusion=False)).asm["ptx"]
 
     fwd_ptrs = ("x_ptr", "v_init_ptr", "s_ptr", "h_ptr", "v_seq_ptr", "v_last_ptr")
-    fwd_scalars = ("T", "N", "tau", "v_threshold", "v_reset", "v_start", "h_below", "h_above")
-    for dtype, decay, hard, store in itertools.product(
-            ("bf16", "fp16", "fp32"), (True, False), (True, False), (True, False)):
+    fwd_scalars = ("T", "N", "tau", "decay", "v_threshold", "v_reset", "v_start", "h_below",
+                   "h_above")
+    for dtype, decay, hard, store, snn in itertools.product(
+            ("bf16", "fp16", "fp32"), (True, False), (True, False), (True, False), (False, True)):
         if (decay, hard) not in ((True, True), (False, False)) and dtype != "fp32":
             continue
+        if snn and decay:  # snnTorch never decays the input
+            continue
         ptx = build(L._lif_forward_kernel, fwd_ptrs, dtype, fwd_scalars, dict(
-            HAS_V_INIT=store, STORE_S=store, STORE_H=True, NARROW_H=dtype != "fp32",
-            STORE_V_SEQ=store, DECAY_INPUT=decay, HARD_RESET=hard, BLOCK=L.BLOCK))
-        assert "div.rn.f32" in ptx, "charge must divide with IEEE round-to-nearest"
-    bwd_ptrs = ("grad_s_ptr", "h_ptr", "grad_v_seq_ptr", "grad_v_last_ptr", "grad_x_ptr",
-                "grad_v_init_ptr")
-    bwd_scalars = ("T", "N", "tau", "decay", "v_threshold", "v_reset", "alpha")
-    for kind in range(7):
-        build(L._lif_backward_kernel, bwd_ptrs, ("bf16", "fp32")[kind % 2], bwd_scalars, dict(
+            HAS_V_INIT=store, STORE_H=store, NARROW_H=store and dtype != "fp32",
+            STORE_V_SEQ=store, DECAY_INPUT=decay, HARD_RESET=hard, SNNTORCH=snn,
+            BLOCK=L.BLOCK))
+        if not snn:
+            assert "div.rn.f32" in ptx, "charge must divide with IEEE round-to-nearest"
+        assert "fma.rn.f32" not in ptx, "the membrane must be rounded after every operation"
+    bwd_ptrs = ("grad_s_ptr", "h_ptr", "x_ptr", "v_init_ptr", "grad_v_seq_ptr",
+                "grad_v_last_ptr", "grad_x_ptr", "grad_v_init_ptr")
+    bwd_scalars = ("T", "N", "tau", "inv_tau", "decay", "v_threshold", "v_reset", "v_start",
+                   "alpha", "h_below", "h_above")
+    for kind, recompute in itertools.product(range(7), (False, True)):
+        dtype = ("bf16", "fp32")[kind % 2]
+        snn = kind in (2, 5)
+        ptx = build(L._lif_backward_kernel, bwd_ptrs, dtype, bwd_scalars, dict(
+            RECOMPUTE=recompute, HAS_V_INIT=kind % 3 == 2, NARROW_H=dtype != "fp32",
             HAS_GRAD_V_LAST=kind % 2 == 0, HAS_GRAD_V_SEQ=kind % 3 == 0,
-            DECAY_INPUT=kind % 2 == 1, HARD_RESET=kind < 4, DETACH_RESET=kind % 3 == 1,
-            SURROGATE=kind, BLOCK=L.BLOCK))
+            DECAY_INPUT=kind % 2 == 1 and not snn, HARD_RESET=kind < 4,
+            DETACH_RESET=kind % 3 == 1 or snn, SNNTORCH=snn, SURROGATE=kind, BLOCK=L.BLOCK))
+        if not recompute:
+            assert "div.rn" not in ptx, "backward multiplies by 1/tau"
     print("OK")
 """)
 
 
 def test_triton_kernels_compile_for_a_gpu():
-    """Forward (every dtype and store flag) and backward (every surrogate) compile for CUDA.
-    In a fresh interpreter: with TRITON_INTERPRET=1 the kernels are interpreted functions."""
+    """Forward (every dtype, store flag and convention) and backward (every surrogate,
+    recompute on and off) compile for CUDA, with IEEE division in the forward's charge, no
+    contracted multiply-add, and no division in backward. In a fresh interpreter: with
+    TRITON_INTERPRET=1 the kernels are interpreted functions."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
     done = subprocess.run([sys.executable, "-c", AOT_SCRIPT], env=env, capture_output=True,
