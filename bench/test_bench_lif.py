@@ -1,6 +1,7 @@
 """The multi-step LIF neuron, forward and forward+backward, against its peers.
 
 Providers: ``ours`` (``spike_kernels.lif``: Triton on CUDA, the PyTorch CPU path on CPU),
+``ours-recompute`` (the same with ``recompute=True``, as SpikeBERT runs it),
 ``torch-ref`` (our plain PyTorch reference ``lif_ref``), ``torch-compile`` (``torch.compile``
 of that reference), SpikingJelly's multi-step ``LIFNode`` (on CUDA each of its
 implementations that exists: ``spikingjelly-triton``, ``-cuda``, ``-torch``) and snnTorch's
@@ -38,7 +39,8 @@ import benchlib as bl
 NEURON = dict(tau=2.0, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate="sigmoid",
               alpha=4.0)
 REF_PARAMS = sk.NeuronParams.make(**NEURON)
-PROVIDERS = ["ours", "torch-ref", "torch-compile", *bl.spikingjelly_providers(), "snntorch"]
+PROVIDERS = ["ours", "ours-recompute", "torch-ref", "torch-compile", *bl.spikingjelly_providers(),
+             "snntorch"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ def provider_fn(provider: str, case: LifCase, stack: contextlib.ExitStack):
     if provider == "ours":
         backend = "Triton" if bl.DEVICE == "cuda" else "PyTorch CPU path"
         return (lambda x: sk.lif(x, **NEURON)), f"spike_kernels.lif ({backend})"
+    if provider == "ours-recompute":
+        return ((lambda x: sk.lif(x, **NEURON, recompute=True)),
+                "spike_kernels.lif(recompute=True): saves x only, H recomputed in backward")
     if provider == "torch-ref":
         return ref_spikes, "spike_kernels.lif_ref (PyTorch autograd time loop)"
     if provider == "torch-compile":
@@ -140,7 +145,8 @@ def test_lif(bench, lif_case: LifCase, provider: str) -> None:
             gbs = floor / stats["median"] / 1e9
             return {"floor_bytes_per_neuron_step": bl.lif_floor_bytes(dtype, case.mode),
                     "gbs": gbs, "copy_gbs": copy, "x_floor": copy / gbs,
-                    "torch_threads": torch.get_num_threads(), "load_avg": bl.load_average()}
+                    "torch_threads": torch.get_num_threads(), "load_avg": bl.load_average(),
+                    "cpu_time_s": bl.thread_cpu_time(fn) if device == "cpu" else None}
 
         bench.run(fn, group="lif", mode=case.mode, params={"T": case.T, "N": case.N},
                   shape=[case.T, case.N], dtype=case.dtype, provider=provider,

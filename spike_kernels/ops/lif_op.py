@@ -172,6 +172,9 @@ def _setup_context(ctx, inputs, output):
     ctx.cfg = cfg
     ctx.has_v_init = v_init is not None
     ctx.save_for_backward(x if cfg.recompute else output[2], v_init)
+    # Unused outputs get None, not zeros: autograd would otherwise fill a [T, ...] zero
+    # gradient for the saved-H output (and v_last) in every backward.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_s, grad_v_last, _grad_h, grad_v_seq):

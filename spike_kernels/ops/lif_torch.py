@@ -1,16 +1,17 @@
-"""The PyTorch path of the multi-step LIF: the whole time loop as one compiled graph.
+"""The PyTorch path of the multi-step LIF: the time loop as compiled multi-step kernels.
 
-The forward (charge, fire, reset for every step) and the backward (the surrogate gradient
-through every step, in reverse) are each one Python function over the flat ``[T, N]``
-input; ``torch.compile`` unrolls its time loop and fuses it into one kernel that reads X
-once and writes the spikes (and the saved H) once, keeping the membrane in registers
-(docs/DESIGN.md §6). One graph is compiled per flag combination and time length T (T is
-unrolled, so it is specialised; T above ``MAX_UNROLL`` runs in chunks), with the neuron
-count dynamic: new neuron counts never recompile. The neuron's constants (tau, V_th,
-V_reset, beta, alpha) reach the graphs as 0-d tensors, not Python floats, so new values do
-not recompile either (and a float specialised into a cached graph could be reused for the
-next value: pytorch/pytorch#194976). Where no compiler works, or with
-``SPIKE_KERNELS_CPU_COMPILE=0``, the same functions run eagerly.
+The forward (charge, fire, reset) and the backward (the surrogate gradient, in reverse) of
+a run of ``MAX_UNROLL`` (4) time steps are each one Python function; ``torch.compile``
+unrolls its steps and fuses them into one kernel that reads X once and writes the spikes
+(and the saved H) straight into the outputs, the membrane in registers between steps
+(docs/DESIGN.md §6). T steps are ceil(T/4) calls of that one graph (plus one graph for a
+shorter last chunk), not one call per step; why not all T in one kernel: ``MAX_UNROLL``.
+The neuron count is dynamic and the chunks' offsets are not guarded, so new neuron counts
+and new T never recompile. The neuron's constants (tau, V_th, V_reset, beta, alpha) reach
+the graphs as 0-d tensors, not Python floats, so new values do not recompile either (and a
+float specialised into a cached graph could be reused for the next value:
+pytorch/pytorch#194976). Where no compiler works, or with ``SPIKE_KERNELS_CPU_COMPILE=0``,
+the same functions run eagerly.
 
 Arithmetic is fp32 (fp64 for fp64 inputs); H is saved in the input's dtype (in fp16/bf16
 clamped to the spike's side of the threshold), spikes come in ``spike_dtype``. Equations in
@@ -45,9 +46,14 @@ from ..params import NeuronParams, threshold_bracket
 from ..surrogate import surrogate_grad
 
 Scalar = float | torch.Tensor  # a Python float or a 0-d tensor
-# Longest time loop unrolled into one graph; longer ones run in chunks of at most this many
-# steps (compile time grows with the unrolled length; 32 steps compile in seconds).
-MAX_UNROLL = 32
+# Time steps per compiled kernel. Each step adds three [N] streams to the kernel's one loop
+# over the neurons (X, S, H forward; H, dL/dS, dL/dX backward), all N elements apart: with
+# N a power of two (2^20, or B*L*D in a model) they share cache sets, and the hardware
+# prefetchers track a limited number of streams. Measured (fp32 fwd+bwd, N=2^20, T=16, one
+# thread, CPU time): one 16-step kernel 402 ms, four 4-step kernels 307 ms. T runs as
+# ceil(T/4) calls of one 4-step graph (plus one for a shorter last chunk), which also bounds
+# compile time and the number of graphs.
+MAX_UNROLL = 4
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -101,74 +107,70 @@ def _step(v, xt, c: tuple, snntorch: bool, decay_input: bool, hard_reset: bool):
     return fired, h, v_next
 
 
-def _forward_loop(x, v, c: tuple, t0: int, t1: int, snntorch: bool, decay_input: bool,
-                  hard_reset: bool, spike_dtype: torch.dtype, h_dtype: torch.dtype | None,
-                  want_v_seq: bool):
-    """Steps ``t0 .. t1-1`` over flat ``x [T, N]`` from the state ``v [N]``.
+def _forward_chunk(x, v, s, h, vs, c: tuple, snntorch: bool, decay_input: bool,
+                   hard_reset: bool):
+    """Steps over ``x [K, N]`` from the state ``v [N]``, writing spikes ``s``, H ``h`` and
+    the state sequence ``vs`` (lists of K rows ``[N]``, or None) in their dtypes; returns
+    the state. (Rows, each overwritten whole: a copy into a slice of a graph input becomes
+    a read-modify-write of the whole input plus temporaries.)
 
-    Returns ``(spikes, state, H or None, state sequence or None)``, the sequences
-    ``[t1 - t0, N]``, H in ``h_dtype`` (clamped to the threshold bracket ``c[4:6]`` when that
-    is narrower than the compute dtype), the state sequence in x's dtype.
+    H narrower than the compute dtype is clamped to the threshold bracket ``c[4:6]``.
     """
-    spikes, hs, vs = [], [], []
-    for t in range(t0, t1):
-        fired, h, v = _step(v, x[t].to(v.dtype), c, snntorch, decay_input, hard_reset)
-        if spike_dtype is not None:
-            spikes.append(fired.to(spike_dtype))
-        if h_dtype is not None:
-            if h_dtype != h.dtype:
+    for k in range(x.shape[0]):
+        fired, hk, v = _step(v, x[k].to(v.dtype), c, snntorch, decay_input, hard_reset)
+        if s is not None:
+            s[k].copy_(fired)
+        if h is not None:
+            if h[k].dtype != hk.dtype:
                 # Rounding to fp16/bf16 must not carry H across the threshold (backward
                 # re-derives the spike mask from it): clamp to the nearest representable
                 # values on the spike's side. (Clamping, not comparing a rounded copy:
                 # inductor may elide an fp32 -> bf16 -> fp32 round trip.)
-                h = torch.where(fired, h.clamp(min=c[5]), h.clamp(max=c[4]))
-            hs.append(h.to(h_dtype))
-        if want_v_seq:
-            vs.append(v.to(x.dtype))
-    stack = lambda seq: torch.stack(seq) if seq else None
-    return stack(spikes), v, stack(hs), stack(vs)
+                hk = torch.where(fired, hk.clamp(min=c[5]), hk.clamp(max=c[4]))
+            h[k].copy_(hk)
+        if vs is not None:
+            vs[k].copy_(v)
+    return v
 
 
-def _backward_loop(gs, gv, gvs, h, r0, c: tuple, t0: int, t1: int, snntorch: bool,
-                   decay_input: bool, hard_reset: bool, detach_reset: bool, surrogate: str,
-                   gx_dtype: torch.dtype):
-    """Steps ``t1-1`` down to ``t0``, from ``gv [N]``, the gradient reaching the state of
-    step ``t1-1``. Returns ``(grad_x [t1 - t0, N] in gx_dtype, gradient reaching the state of
-    step t0-1)``. ``r0``: the reset of step 0 (snnTorch zero reset only; None: never)."""
+def _backward_chunk(gs, gv, gvs, h, r_first, gx, c: tuple, snntorch: bool, decay_input: bool,
+                    hard_reset: bool, detach_reset: bool, surrogate: str):
+    """Steps ``K-1`` down to 0 of ``h`` (``[K, N]`` or a list of K ``[N]``), from ``gv``,
+    the gradient reaching the chunk's last state; writes dL/dX into the rows ``gx`` and returns
+    the gradient reaching the state before the chunk. ``r_first``: the snnTorch reset of the
+    chunk's first step (zero reset only; None: no reset)."""
     tau, v_th, v_reset, beta, alpha = c[0], c[1], c[2], c[3], c[6]
     cdt = gv.dtype
-    gxs = []
-    for t in range(t1 - 1, t0 - 1, -1):
+    for k in range(len(h) - 1, -1, -1):
         if gvs is not None:
-            gv = gv + gvs[t].to(cdt)
-        ht = h[t].to(cdt)
+            gv = gv + gvs[k].to(cdt)
+        hk = h[k].to(cdt)
         if snntorch:
-            gu = gs[t].to(cdt) * surrogate_grad(ht - v_th, surrogate, alpha) + gv
-            gxs.append(gu.to(gx_dtype))
+            gu = gs[k].to(cdt) * surrogate_grad(hk - v_th, surrogate, alpha) + gv
+            gx[k].copy_(gu)
             gv = beta * gu
             if hard_reset:
-                r = (h[t - 1].to(cdt) > v_th) if t > 0 else r0
+                r = (h[k - 1].to(cdt) > v_th) if k > 0 else r_first
                 gv = gv if r is None else torch.where(r, 0.0, gv)
         else:
-            gh = grad_membrane(gs[t].to(cdt), gv, ht, v_th, v_reset, hard_reset,
+            gh = grad_membrane(gs[k].to(cdt), gv, hk, v_th, v_reset, hard_reset,
                                detach_reset, surrogate, alpha)
-            gxs.append((gh / tau if decay_input else gh).to(gx_dtype))
+            gx[k].copy_(gh / tau if decay_input else gh)
             gv = gh * (1.0 - 1.0 / tau)
-    gxs.reverse()
-    return torch.stack(gxs), gv
+    return gv
 
 
-def _recompute_backward_loop(gs, gv, gvs, x, v, r0, c: tuple, T: int, snntorch: bool,
-                             decay_input: bool, hard_reset: bool, detach_reset: bool,
-                             surrogate: str, gx_dtype: torch.dtype):
-    """The backward of all T steps with H recomputed from ``x`` and the initial state ``v``
-    in the same graph: H never leaves the kernel (reads x and dL/dS, writes dL/dX)."""
+def _recompute_backward_chunk(gs, gv, gvs, x, v, r_first, gx, c: tuple, snntorch: bool,
+                              decay_input: bool, hard_reset: bool, detach_reset: bool,
+                              surrogate: str):
+    """``_backward_chunk`` with H recomputed from ``x`` and the state ``v`` before the
+    chunk, in the same kernel: H is never stored (reads X and dL/dS, writes dL/dX)."""
     hs = []
-    for t in range(T):
-        _, h, v = _step(v, x[t].to(v.dtype), c, snntorch, decay_input, hard_reset)
-        hs.append(h)
-    return _backward_loop(gs, gv, gvs, hs, r0, c, 0, T, snntorch, decay_input, hard_reset,
-                          detach_reset, surrogate, gx_dtype)
+    for k in range(x.shape[0]):
+        _, hk, v = _step(v, x[k].to(v.dtype), c, snntorch, decay_input, hard_reset)
+        hs.append(hk)
+    return _backward_chunk(gs, gv, gvs, hs, r_first, gx, c, snntorch, decay_input,
+                           hard_reset, detach_reset, surrogate)
 
 
 def _compile_enabled() -> bool:
@@ -176,7 +178,7 @@ def _compile_enabled() -> bool:
 
 
 def _loop_function(fn: Callable, key: tuple) -> Callable:
-    """``fn`` compiled for one flag combination and time range ``key`` (eager when
+    """``fn`` compiled for one flag combination and chunk length ``key`` (eager when
     compiling is off)."""
     return _compiled(fn, key) if _compile_enabled() else fn
 
@@ -186,9 +188,10 @@ def _compiled(fn: Callable, key: tuple) -> Callable:
     """``fn`` under ``torch.compile``, falling back to ``fn`` itself where compiling fails.
 
     TorchDynamo keeps its compile cache (8 entries) on the code object, so each flag
-    combination and time range gets a fresh copy of the code object and thus a cache of its
-    own. Tensors come in with their neuron dimension marked dynamic (``_mark``), so within
-    a cache only a neuron count of 1 (which PyTorch always specialises) adds an entry.
+    combination and chunk length gets a fresh copy of the code object and thus a cache of
+    its own. Tensors come in with their neuron dimension marked dynamic (``_mark``), so
+    within a cache only a neuron count of 1 (which PyTorch always specialises) adds an
+    entry. (The chunks' storage offsets are not guarded: every chunk reuses the graph.)
     """
     code = fn.__code__.replace(co_name=f"{fn.__name__}_{abs(hash(key)):x}")
     fresh = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__)
@@ -212,19 +215,25 @@ def _compiled(fn: Callable, key: tuple) -> Callable:
     return run
 
 
-def _flat(a: torch.Tensor | None, T: int, n: int) -> torch.Tensor | None:
-    """``a`` as ``[T, n]`` sharing its storage, but not a view, its neuron dim dynamic.
-
-    TorchDynamo guards on the base of a view input (its rank and sizes), so reshaped views
-    of differently shaped tensors would each recompile; a tensor ``set_`` on the same
-    storage carries no base.
-    """
+def _row_list(a: torch.Tensor | None, t0: int, t1: int) -> list[torch.Tensor] | None:
+    """Rows ``t0:t1`` of a contiguous ``[T, n]`` tensor, each a ``[n]`` tensor of its own."""
     if a is None:
         return None
-    a = a.reshape(T, n)
-    if a._base is not None:
-        a = a.new_empty(0).set_(a.untyped_storage(), a.storage_offset(), a.shape, a.stride())
-    return _mark(a, 1)
+    n, base = a.shape[1], a.storage_offset()
+    return [_mark(a.new_empty(0).set_(a.untyped_storage(), base + t * n, (n,), (1,)), 0)
+            for t in range(t0, t1)]
+
+
+def _rows(a: torch.Tensor | None, t0: int, t1: int) -> torch.Tensor | None:
+    """Rows ``t0:t1`` of a contiguous ``[T, n]`` tensor as a tensor of their own (``set_`` on
+    the same storage, not a view: TorchDynamo guards on the base of a view input, so views
+    of differently shaped tensors would recompile), its neuron dimension dynamic."""
+    if a is None:
+        return None
+    n = a.shape[1]
+    rows = a.new_empty(0).set_(a.untyped_storage(), a.storage_offset() + t0 * n,
+                               (t1 - t0, n), (n, 1))
+    return _mark(rows, 1)
 
 
 def _mark(a: torch.Tensor | None, dim: int) -> torch.Tensor | None:
@@ -233,11 +242,18 @@ def _mark(a: torch.Tensor | None, dim: int) -> torch.Tensor | None:
     return a
 
 
+def _flat(a: torch.Tensor | None, T: int, n: int) -> torch.Tensor | None:
+    """``a`` as a contiguous ``[T, n]`` (a copy only where its layout needs one)."""
+    return None if a is None else a.reshape(T, n).contiguous()
+
+
 def _initial(value: torch.Tensor | None, fill: float, n: int, dtype, device) -> torch.Tensor:
     """A fresh flat fp32/fp64 state (not a view): ``value`` copied, or ``fill`` everywhere."""
     if value is None:
-        return torch.full((n,), fill, dtype=dtype, device=device)
-    return value.reshape(-1).to(dtype, copy=True)
+        state = torch.full((n,), fill, dtype=dtype, device=device)
+    else:
+        state = value.reshape(-1).to(dtype, copy=True)
+    return _mark(state, 0)
 
 
 def _constants(p: NeuronParams, dtype: torch.dtype, h_dtype: torch.dtype | None,
@@ -252,49 +268,28 @@ def _constants(p: NeuronParams, dtype: torch.dtype, h_dtype: torch.dtype | None,
 
 
 def _chunks(T: int) -> list[tuple[int, int]]:
-    """``[(t0, t1), ...]`` covering ``0 .. T-1`` in near-equal runs of at most MAX_UNROLL."""
-    n = max(1, -(-T // MAX_UNROLL))
-    bounds = [round(i * T / n) for i in range(n + 1)]
-    return list(itertools.pairwise(bounds))
-
-
-def _separate(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
-    """The tensors, each with storage of its own (a compiled graph may return one buffer
-    for two equal outputs, and a custom op's outputs may not alias one another)."""
-    seen, out = set(), []
-    for a in tensors:
-        if a is not None and a.numel():
-            ptr = a.untyped_storage().data_ptr()
-            if ptr in seen:
-                a = a.clone()
-            seen.add(a.untyped_storage().data_ptr())
-        out.append(a)
-    return out
+    """``[(t0, t1), ...]`` covering ``0 .. T-1``: runs of MAX_UNROLL steps, then the rest."""
+    bounds = [*range(0, T, MAX_UNROLL), T]
+    return list(itertools.pairwise(bounds)) if T else []
 
 
 @torch.no_grad()  # the loops are never differentiated (backward is hand-written)
 def _run_forward(x, v_init, p: NeuronParams, h_dtype, want_v_seq, spike_dtype):
-    """The forward over flat ``[T, N]``: ``(spikes, final state, H or None, v_seq or None)``
-    with the sequences ``[T, N]``."""
+    """The forward over flat ``[T, N]``: ``(spikes or None, final state, H or None, v_seq or
+    None)`` with the sequences ``[T, N]`` and contiguous."""
     T, n = x.shape[0], x.shape[1:].numel()
     cdt = compute_dtype(x.dtype)
-    v = _mark(_initial(v_init, p.v_init, n, cdt, x.device), 0)
+    v = _initial(v_init, p.v_init, n, cdt, x.device)
     c = _constants(p, cdt, h_dtype, x.device)
     xf = _flat(x, T, n)
-    flags = (p.snntorch, p.decay_input, p.hard_reset, spike_dtype, h_dtype, want_v_seq)
-    parts = []
-    for t0, t1 in _chunks(T) if T and n else []:
-        fn = _loop_function(_forward_loop, ("fwd", x.dtype, t0, t1, *flags))
-        s, v, h, vs = fn(xf, v, c, t0, t1, *flags)
-        parts.append((s, h, vs))
-    if len(parts) == 1:
-        return (*parts[0][:1], v, *parts[0][1:])
-    s, h, vs = (None if not parts or parts[0][i] is None else torch.cat([q[i] for q in parts])
-                for i in range(3))
-    if not parts:  # no steps or no neurons
-        s = x.new_empty((T, n), dtype=spike_dtype) if spike_dtype is not None else None
-        h = x.new_empty((T, n), dtype=h_dtype) if h_dtype is not None else None
-        vs = x.new_empty((T, n)) if want_v_seq else None
+    new = lambda dtype: None if dtype is None else x.new_empty((T, n), dtype=dtype)
+    s, h, vs = new(spike_dtype), new(h_dtype), new(x.dtype if want_v_seq else None)
+    flags = (p.snntorch, p.decay_input, p.hard_reset)
+    for t0, t1 in _chunks(T) if n else []:
+        key = ("fwd", t1 - t0, x.dtype, spike_dtype, h_dtype, want_v_seq, *flags)
+        fn = _loop_function(_forward_chunk, key)
+        v = fn(_rows(xf, t0, t1), v, _row_list(s, t0, t1), _row_list(h, t0, t1),
+               _row_list(vs, t0, t1), c, *flags)
     return s, v, h, vs
 
 
@@ -314,11 +309,11 @@ def lif_forward_torch(
     spike_dtype = x.dtype if spike_dtype is None else spike_dtype
     s, v, h, vs = _run_forward(x, v_init, p, x.dtype if save_h else None, want_v_seq,
                                spike_dtype)
-    v = v.reshape(x.shape[1:]).to(x.dtype)
+    # .to(copy=True): the returned state is never an alias of v_init or of another output
+    v = v.reshape(x.shape[1:]).to(x.dtype, copy=True)
     empty = lambda: x.new_empty(0)  # two separate ones: outputs may not alias
-    s, v, h, vs = _separate(s.view(x.shape), v, None if h is None else h.view(x.shape),
-                            None if vs is None else vs.view(x.shape))
-    return s, v, empty() if h is None else h, empty() if vs is None else vs
+    return (s.view(x.shape), v, empty() if h is None else h.view(x.shape),
+            empty() if vs is None else vs.view(x.shape))
 
 
 @torch.no_grad()
@@ -347,48 +342,54 @@ def lif_backward_recompute_torch(
     p: NeuronParams,
     v_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lif_backward_torch`` for ``recompute=True``: H is recomputed from ``x`` inside the
-    backward's own graph, never stored (bit-identical to ``recompute_h_torch`` followed by
-    ``lif_backward_torch``, which is what runs for T above MAX_UNROLL)."""
-    if x.shape[0] > MAX_UNROLL:
-        h_seq = recompute_h_torch(x, v_init, p)
-        return _backward(grad_s, grad_v_last, grad_v_seq, h_seq, None, v_init, p, v_dtype)
+    """``lif_backward_torch`` for ``recompute=True``, bit-identical to ``recompute_h_torch``
+    followed by it, without storing H: a first pass over x keeps only the state at each
+    chunk start (one row per MAX_UNROLL steps), then each chunk's backward kernel recomputes
+    its H from x and that state (reads X twice and dL/dS once, writes dL/dX)."""
     return _backward(grad_s, grad_v_last, grad_v_seq, None, x, v_init, p, v_dtype)
 
 
 def _backward(grad_s, grad_v_last, grad_v_seq, h_seq, x, v_init, p: NeuronParams, v_dtype):
-    """The backward from the saved ``h_seq``, or (``h_seq`` None) from ``x`` recomputed."""
+    """The backward from the saved ``h_seq``, or (``h_seq`` None) from H recomputed from
+    ``x`` chunk by chunk in the backward kernels."""
     src = x if h_seq is None else h_seq
     T, shape = src.shape[0], src.shape[1:]
     n = shape.numel()
     cdt = compute_dtype(src.dtype)
-    gv = _mark(_initial(grad_v_last, 0.0, n, cdt, src.device), 0)
-    r0 = None
+    gv = _initial(grad_v_last, 0.0, n, cdt, src.device)
+    r0 = None  # the snnTorch zero reset of step 0: from v_init (never from the default 0)
     if p.snntorch and p.hard_reset and v_init is not None:
         r0 = _mark(v_init.reshape(-1).to(cdt) > p.v_threshold, 0)
     c = _constants(p, cdt, None, src.device)
     gs, gvs, srcf = (_flat(a, T, n) for a in (grad_s, grad_v_seq, src))
-    flags = (p.snntorch, p.decay_input, p.hard_reset, p.detach_reset, p.surrogate.name, v_dtype)
-    key = (src.dtype, grad_s.dtype, None if gvs is None else gvs.dtype, r0 is not None)
-    parts = []
-    if T and n and h_seq is None:
-        v = _mark(_initial(v_init, p.v_init, n, cdt, src.device), 0)
-        fn = _loop_function(_recompute_backward_loop, ("rc-bwd", *key, T, *flags))
-        gx, gv = fn(gs, gv, gvs, srcf, v, r0, c, T, *flags)
-        parts.append(gx)
-    for t0, t1 in reversed(_chunks(T)) if T and n and h_seq is not None else []:
-        fn = _loop_function(_backward_loop, ("bwd", *key, t0, t1, *flags))
-        gx, gv = fn(gs, gv, gvs, srcf, r0, c, t0, t1, *flags)
-        parts.append(gx)
-    if not parts:
-        grad_x = torch.empty(src.shape, dtype=v_dtype, device=src.device)
-    else:
-        grad_x = (parts[0] if len(parts) == 1 else torch.cat(parts[::-1])).view(src.shape)
-    return grad_x, gv.reshape(shape).to(v_dtype)
+    gx = src.new_empty((T, n), dtype=v_dtype)
+    flags = (p.snntorch, p.decay_input, p.hard_reset, p.detach_reset, p.surrogate.name)
+    starts = {}  # recompute: the state before each chunk
+    if h_seq is None and n:
+        v = _initial(v_init, p.v_init, n, cdt, src.device)
+        for t0, t1 in _chunks(T):
+            starts[t0] = v
+            fn = _loop_function(_forward_chunk, ("fwd", t1 - t0, src.dtype, None, None, False,
+                                                 *flags[:3]))
+            v = fn(_rows(srcf, t0, t1), v, None, None, None, c, *flags[:3])
+    for t0, t1 in reversed(_chunks(T)) if n else []:
+        r = r0
+        if t0 > 0 and p.snntorch and p.hard_reset:  # U[t0-1] > V_th
+            r = _mark((srcf[t0 - 1].to(cdt) if h_seq is not None else starts[t0]) >
+                      p.v_threshold, 0)
+        key = (t1 - t0, src.dtype, grad_s.dtype, None if gvs is None else gvs.dtype,
+               r is not None, v_dtype, *flags)
+        rows = [_rows(a, t0, t1) for a in (gs, gvs, srcf)] + [_row_list(gx, t0, t1)]
+        if h_seq is None:
+            fn = _loop_function(_recompute_backward_chunk, ("rc-bwd", *key))
+            gv = fn(rows[0], gv, rows[1], rows[2], starts[t0], r, rows[3], c, *flags)
+        else:
+            fn = _loop_function(_backward_chunk, ("bwd", *key))
+            gv = fn(rows[0], gv, rows[1], rows[2], r, rows[3], c, *flags)
+    return gx.view(src.shape), gv.reshape(shape).to(v_dtype)
 
 
 def recompute_h_torch(x: torch.Tensor, v_init: torch.Tensor | None, p: NeuronParams):
     """H[t] (the state U for snnTorch) recomputed from x in the compute dtype, by the same
     graph as the forward's, so bit-identical to it."""
-    h = _run_forward(x, v_init, p, compute_dtype(x.dtype), False, None)[2]
-    return h.view(x.shape)
+    return _run_forward(x, v_init, p, compute_dtype(x.dtype), False, None)[2].view(x.shape)
