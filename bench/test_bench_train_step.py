@@ -7,8 +7,9 @@ what ``accelerate launch --mixed_precision bf16`` does: matmuls in bf16, spikes 
 bf16, membranes in fp32. ``ours`` is ``SpikeBertForSequenceClassification`` as
 configured by its preset (``spike_kernels.lif`` neurons, the fused spiking attention);
 ``spikingjelly`` is the same config with ``neuron_impl="spikingjelly"``: SpikingJelly
-``LIFNode`` neurons and plain matmuls for attention, everything else identical (weights,
-data, gradient checkpointing when the preset switches it on).
+``LIFNode`` neurons, plain matmuls for attention and ``nn.Linear`` (ours' spiking Linears keep
+their spike-count inputs for backward in bf16), everything else identical (architecture with
+the fused Q/K/V projection, weights, data, gradient checkpointing when the preset has it).
 
 Batch 32 of random token ids at the preset's full length (``max_position_embeddings``: 64
 for ``mini``, 128 for ``paper``), no padding, 2 labels. ``mini`` runs everywhere, ``paper``
@@ -83,6 +84,8 @@ def test_train_step(bench, preset: str, dtype: str, provider: str) -> None:
     detail = (f"SpikeBertForSequenceClassification({preset}, neuron_impl="
               f"{PROVIDERS[provider]!r}, gradient_checkpointing={config.gradient_checkpointing})"
               + (f", torch.autocast({dtype})" if autocast else ""))
+    if autocast and device == "cpu":  # bf16 matmuls are fast only with AMX / AVX512-BF16
+        detail += f"; CPU capability {torch.backends.cpu.get_cpu_capability()}"
     if provider == "spikingjelly":
         detail += f"; {_sj_detail()}"
 
