@@ -37,6 +37,7 @@ import spike_kernels
 
 from .configuration_spikebert import SpikeBertConfig
 from .neurons import make_neuron, spike_dtype_for
+from .spike_linear import SpikeLinear
 
 try:  # transformers >= 5: initialisers that skip weights loaded from a checkpoint
     from transformers import initialization as _init
@@ -55,11 +56,19 @@ def _time_constant(x: torch.Tensor) -> bool:
 
 
 def _over_time(layer, x: torch.Tensor) -> torch.Tensor:
-    """``layer`` (per token, no state) applied to ``[T, ...]``, once if x is time-constant."""
+    """``layer`` (per token, no state) applied to ``[T, ...]``, once if x is time-constant
+    (the result is then copied to every step: neuron kernels take dense inputs)."""
     if _time_constant(x):
         y = layer(x[0])
-        return y.unsqueeze(0).expand(x.shape[0], *y.shape)
+        return y.unsqueeze(0).expand(x.shape[0], *y.shape).contiguous()
     return layer(x)
+
+
+def _linear(config: SpikeBertConfig, n_in: int, n_out: int) -> nn.Linear:
+    """The Linear of a spiking layer: its input is spike counts, which ours saves for backward
+    in 16 bits (:class:`~spikebert.spike_linear.SpikeLinear`); the SpikingJelly-built model
+    uses ``nn.Linear`` as a SpikingJelly user would."""
+    return (SpikeLinear if config.neuron_impl == "spike_kernels" else nn.Linear)(n_in, n_out)
 
 
 class SpikeEncoder(nn.Module):
@@ -83,6 +92,32 @@ class SpikeEncoder(nn.Module):
         return s.unsqueeze(0).expand(self.time_steps, *s.shape)
 
 
+class _GroupedLayerNormFn(torch.autograd.Function):
+    """``y = xhat * w + b``, ``xhat = (x - mean) * rstd`` over the last dim of ``[..., n, D]``,
+    ``w, b`` ``[n, D]``. Saves only x and the row statistics (autograd through
+    ``layer_norm`` + ``addcmul`` would also keep ``xhat``, a second copy of x); backward
+    recomputes ``xhat`` for the weight gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float):
+        xhat, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], None, None, eps)
+        ctx.save_for_backward(x, mean, rstd, weight)
+        return torch.addcmul(bias.to(x.dtype), xhat, weight.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mean, rstd, weight = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.native_layer_norm_backward(
+                grad * weight.to(grad.dtype), x, x.shape[-1:], mean, rstd, None, None,
+                [True, False, False])[0]
+        xhat = torch.addcmul(-mean * rstd, x, rstd)  # (x - mean) * rstd in one pass
+        grad_w = (grad * xhat).flatten(0, -3).sum(0, dtype=torch.float32)
+        grad_b = grad.flatten(0, -3).sum(0, dtype=torch.float32)
+        return grad_x, grad_w.to(weight.dtype), grad_b.to(weight.dtype), None
+
+
 class GroupedLayerNorm(nn.Module):
     """``n`` independent LayerNorms over the last dim of ``[..., n, D]`` (weight, bias
     ``[n, D]``): the Q, K and V norms applied to one fused projection."""
@@ -94,8 +129,7 @@ class GroupedLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps),
-                             self.weight)
+        return _GroupedLayerNormFn.apply(x, self.weight, self.bias, self.eps)
 
 
 class SpikingLinear(nn.Module):
@@ -104,7 +138,7 @@ class SpikingLinear(nn.Module):
     def __init__(self, config: SpikeBertConfig, n_in: int, n_out: int,
                  v_threshold: float | None = None) -> None:
         super().__init__()
-        self.linear = nn.Linear(n_in, n_out)
+        self.linear = _linear(config, n_in, n_out)
         self.norm = nn.LayerNorm(n_out, eps=config.layer_norm_eps)
         self.lif = make_neuron(config, config.v_threshold if v_threshold is None else v_threshold)
 
@@ -119,7 +153,7 @@ class SpikingQKV(nn.Module):
     def __init__(self, config: SpikeBertConfig) -> None:
         super().__init__()
         D = config.hidden_size
-        self.linear = nn.Linear(D, 3 * D)
+        self.linear = _linear(config, D, 3 * D)
         self.norm = GroupedLayerNorm(3, D, config.layer_norm_eps)
         self.lif = make_neuron(config, config.v_threshold)
 

@@ -161,6 +161,9 @@ def record_firing_rates(model: nn.Module) -> Iterator[FiringRates]:
         with record_firing_rates(model) as rates:
             model(input_ids, attention_mask)
         rates["layer.0.mlp.fc1"]        # 0-d tensor
+
+    Record in eval mode or without activation checkpointing: a checkpointed block's forward
+    runs again in backward and would be counted twice.
     """
     from .modeling_spikebert import SpikeBertModel, is_rate_source
 

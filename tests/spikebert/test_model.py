@@ -492,3 +492,27 @@ def test_text_classification_pipeline_loads_a_saved_student(tmp_path, monkeypatc
         assert result["score"] == pytest.approx(float(p.max()), abs=1e-5)
     ranked = classify(sentences[0], top_k=None)
     assert {r["label"] for r in ranked} == set(labels)
+
+
+def test_spike_linear_saves_16_bits_with_identical_gradients():
+    """SpikeLinear (ours' spiking-layer Linear) keeps spike-count inputs for backward in bf16:
+    gradients bit-identical to nn.Linear's, the saved input half the bytes."""
+    from spikebert.spike_linear import SpikeLinear
+
+    torch.manual_seed(0)
+    ours, ref = SpikeLinear(16, 8), torch.nn.Linear(16, 8)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randint(0, 9, (2, 3, 4, 16)).float()  # residual spike counts
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(2, 3, 4, 8)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ya = ours(xa)
+    ya.backward(g)
+    ref(xb).backward(g)
+    assert torch.equal(ya, ref(xb))
+    assert torch.equal(xa.grad, xb.grad) and xa.grad.dtype == torch.float32
+    assert torch.equal(ours.weight.grad, ref.weight.grad)
+    assert torch.equal(ours.bias.grad, ref.bias.grad)
+    assert any(t.shape == x.shape and t.dtype == torch.bfloat16 for t in saved)
+    assert not any(t.shape == x.shape and t.dtype == torch.float32 for t in saved)
