@@ -280,7 +280,7 @@ def copy_bandwidth(device: str = DEVICE) -> float:
 
 
 def lif_floor_bytes(dtype: torch.dtype, mode: str) -> int:
-    """SPEC.md §6 lower bound on bytes per neuron and time step, for inputs of ``dtype``:
+    """docs/DESIGN.md §6 lower bound on bytes per neuron and time step, for inputs of ``dtype``:
     forward reads x and writes int8 spikes (e + 1); forward+backward at its cheapest
     recomputes H in backward: + read x, read grad_s, write grad_x (4e + 1; 9 B in bf16)."""
     e = torch.empty((), dtype=dtype).element_size()

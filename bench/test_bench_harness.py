@@ -20,7 +20,7 @@ def _result(provider, median, peak, mode="fwd+bwd", T=8):
 
 
 def test_floor_bytes_match_spec():
-    # SPEC.md §6: bf16 input, int8 spikes: forward 3 B, forward+backward with recompute 9 B
+    # docs/DESIGN.md §6: bf16 input, int8 spikes: forward 3 B, forward+backward with recompute 9 B
     assert bl.lif_floor_bytes(torch.bfloat16, "fwd") == 3
     assert bl.lif_floor_bytes(torch.bfloat16, "fwd+bwd") == 9
     assert bl.lif_floor_bytes(torch.float32, "fwd+bwd") == 17

@@ -11,7 +11,7 @@ threshold 1, hard reset to 0, sigmoid surrogate alpha 4, no detach); snnTorch it
 
 ``fwd`` is inference (``torch.no_grad()``); ``fwd+bwd`` is the forward plus
 ``torch.autograd.grad`` of the spikes with a random upstream gradient. ``gbs`` is the
-effective bandwidth at SPEC.md §6's floor bytes per neuron-step (``lif_floor_bytes``) and
+effective bandwidth at docs/DESIGN.md §6's floor bytes per neuron-step (``lif_floor_bytes``) and
 ``x_floor`` the time over that floor at this run's device-to-device copy bandwidth.
 
 Matrix: by default on CPU fwd+bwd at T in {4, 8, 16}, N = 2^20, fp32 (every provider,
