@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 
 def _run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("SPIKEBERT_DATA", "PYTHONPATH")}
+    # the checkout under test is the installed package (as after `pip install -e .`)
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-               TRANSFORMERS_OFFLINE="1")
+               TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, str(RECIPES / script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
@@ -60,7 +61,7 @@ def test_main_job_from_a_bare_directory(tmp_path):
             "p = pipeline('text-classification', model=sys.argv[1]); "
             "print(p(['a gripping, funny film', 'dull and lifeless'])) ")
     env = {k: v for k, v in os.environ.items() if k != "SPIKEBERT_DATA"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code, str(student)], cwd=work, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
