@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import torch
 
 from .files import check_utf8
-from .tasks import DATA_ENV_VAR, SAMPLES_DIR, hub_offline
+from .tasks import DATA_ENV_VAR, SAMPLES_DIR, hub_skip_reason
 
 __all__ = ["HUB_CORPORA", "SAMPLE_CORPUS", "Corpus", "PackedCorpus", "load_corpus",
            "pack_corpus"]
@@ -143,10 +143,8 @@ def load_corpus(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None =
         hub = (path_, config or None, False)
     if hub is None:
         tried.append(f"Hugging Face Hub: {spec!r} is not one of {sorted(HUB_CORPORA)}")
-    elif not allow_hub:
-        tried.append(f"Hugging Face Hub {hub[0]}: skipped (allow_hub=False)")
-    elif offline := hub_offline():
-        tried.append(f"Hugging Face Hub {hub[0]}: skipped ({offline} is set)")
+    elif skip := hub_skip_reason(hub[0], allow_hub):
+        tried.append(skip)
     else:
         path_, config, streaming = hub
         try:

@@ -154,6 +154,15 @@ def hub_offline() -> str | None:
     return None
 
 
+def hub_skip_reason(name: str, allow_hub: bool) -> str | None:
+    """Why the Hub copy ``name`` is not tried (a line for the "tried" list), or None."""
+    if not allow_hub:
+        return f"Hugging Face Hub {name}: skipped (allow_hub=False)"
+    if offline := hub_offline():
+        return f"Hugging Face Hub {name}: skipped ({offline} is set)"
+    return None
+
+
 def _normalise_files(files: Mapping[str, str | os.PathLike], spec: TaskSpec) -> dict[str, Path]:
     out: dict[str, Path] = {}
     allowed = {"train", "dev", "test", "all", *spec.local_splits}
@@ -309,10 +318,8 @@ def load_task(name: str | TaskSpec, *, data_dir: str | os.PathLike | None = None
     if dd is None:
         if spec.hub_path is None:
             tried.append(f"Hugging Face Hub: no Hub dataset is configured for {spec.name!r}")
-        elif not allow_hub:
-            tried.append(f"Hugging Face Hub {spec.hub_id}: skipped (allow_hub=False)")
-        elif offline := hub_offline():
-            tried.append(f"Hugging Face Hub {spec.hub_id}: skipped ({offline} is set)")
+        elif skip := hub_skip_reason(spec.hub_id, allow_hub):
+            tried.append(skip)
         else:
             try:
                 dd, info = _from_hub(spec, seed, ratios)
