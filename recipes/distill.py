@@ -38,6 +38,7 @@ from spikebert.arguments import (
     check_count,
     check_finite,
     parse_arguments,
+    tracker_config,
 )
 from spikebert.augment import AugmentConfig, Augmenter
 from spikebert.batching import LazyAugmented, TaskCollator
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, dev_dl, scheduler)
     teacher.to(accelerator.device)
-    accelerator.init_trackers(f"stage2-{spec.name}", config=as_dict(stage, data, args))
+    accelerator.init_trackers(f"stage2-{spec.name}", config=tracker_config(stage, data, args))
     need_hidden = bool(stage.w_emb or stage.w_feat)
 
     def losses(batch) -> dict[str, torch.Tensor]:

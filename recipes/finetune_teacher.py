@@ -27,6 +27,7 @@ from spikebert.arguments import (
     as_dict,
     check_finite,
     parse_arguments,
+    tracker_config,
 )
 from spikebert.batching import TaskCollator
 from spikebert.checkpoint import atomic_write_text, data_hash, run_fingerprint, weights_hash
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer, scheduler = make_optimizer(model, args)
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, dev_dl, scheduler)
-    accelerator.init_trackers(f"teacher-{spec.name}", config=as_dict(teacher_args, data, args))
+    accelerator.init_trackers(f"teacher-{spec.name}",
+                              config=tracker_config(teacher_args, data, args))
 
     def loss(batch) -> dict[str, torch.Tensor]:
         return {"loss": model(**batch).loss}

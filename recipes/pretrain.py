@@ -36,6 +36,7 @@ from spikebert.arguments import (
     check_count,
     check_finite,
     parse_arguments,
+    tracker_config,
 )
 from spikebert.checkpoint import run_fingerprint, sha256_bytes, sha256_file, weights_hash
 from spikebert.data import check_vocab_compatible, load_corpus, pack_corpus
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> Path:
     model, optimizer, train_dl, held_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, held_dl, scheduler)
     teacher.to(accelerator.device)
-    accelerator.init_trackers("stage1", config=as_dict(stage, data, args))
+    accelerator.init_trackers("stage1", config=tracker_config(stage, data, args))
 
     def losses(batch) -> dict[str, torch.Tensor]:
         with torch.no_grad():

@@ -34,6 +34,7 @@ from spikebert.arguments import (
     check_count,
     check_finite,
     parse_arguments,
+    tracker_config,
 )
 from spikebert.checkpoint import data_hash, run_fingerprint, sha256_bytes, sha256_file
 from spikebert.data import get_task, load_corpus, load_task, pack_corpus
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         held_batches.append({**batch, "input_ids": inputs, "labels": labels})
     model, optimizer, train_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, scheduler)
-    accelerator.init_trackers("teacher_mlm", config=as_dict(mlm, data, args))
+    accelerator.init_trackers("teacher_mlm", config=tracker_config(mlm, data, args))
 
     def mlm_loss(batch) -> dict[str, torch.Tensor]:
         inputs, labels = masker.torch_mask_tokens(batch["input_ids"].cpu().clone())

@@ -69,7 +69,8 @@ class TrainingArguments:
         "a checkpoint folder, or 'latest' (newest complete one in --output_dir)"))
     allow_inexact_resume: bool = field(default=False, metadata=_help(
         "resume even if the checkpoint's random-number states are missing or unreadable"))
-    report_to: str = field(default="tensorboard,csv", metadata=_help("comma list, or 'none'"))
+    report_to: str = field(default="csv", metadata=_help(
+        "comma list of trackers (csv, tensorboard, wandb, ...), or 'none'"))
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -164,3 +165,17 @@ def as_dict(*groups: Any) -> dict[str, Any]:
     for group in groups:
         out |= dataclasses.asdict(group)
     return out
+
+
+def tracker_config(*groups: Any) -> dict[str, int | float | str | bool]:
+    """``as_dict`` with every value a scalar, as trackers' hyper-parameter tables require
+    (TensorBoard's ``add_hparams`` rejects None and lists): None becomes "", a list its
+    space-joined items."""
+    def scalar(value: Any) -> int | float | str | bool:
+        if value is None:
+            return ""
+        if isinstance(value, (list, tuple)):
+            return " ".join(map(str, value))
+        return value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    return {key: scalar(value) for key, value in as_dict(*groups).items()}

@@ -3,6 +3,7 @@ checks, the loop's non-finite stop, lazy batches and the model card."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -12,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from spikebert.arguments import TrainingArguments, as_dict, parse_arguments
+from spikebert.arguments import TrainingArguments, as_dict, parse_arguments, tracker_config
 from spikebert.checkpoint import (
     check_resume,
     find_resume_checkpoint,
@@ -70,6 +71,28 @@ def test_training_flags_parse_with_recipe_defaults():
     assert args.lr == 1e-3 and args.mixed_precision == "bf16" and args.max_grad_norm == 1.0
     with pytest.raises(TypeError, match="undeclared"):
         parse_arguments((TrainingArguments,), ["--output_dir", "o"], "t", defaults={"lrr": 1})
+
+
+@dataclasses.dataclass
+class ListAndNoneFlags:
+    tasks: list[str] = dataclasses.field(default_factory=lambda: ["waimai", "chnsenti"])
+    config: str | None = None
+
+
+def test_tensorboard_takes_every_recipe_flag(tmp_path):
+    """TensorBoard's hyper-parameter table takes only scalars: None and list flags (e.g.
+    ``--override`` and ``--tasks``) used to stop every run that asked for it."""
+    pytest.importorskip("tensorboard")
+    from accelerate import Accelerator
+    from torch.utils.tensorboard.summary import hparams
+
+    args = parse_arguments([TrainingArguments], ["--output_dir", str(tmp_path)], "t")[0]
+    config = tracker_config(args, ListAndNoneFlags())
+    hparams(config, {})  # raises ValueError on a value TensorBoard cannot store
+    assert config["max_steps"] == "" and config["tasks"] == "waimai chnsenti"
+    accelerator = Accelerator(log_with="tensorboard", project_dir=str(tmp_path))
+    accelerator.init_trackers("run", config=config)
+    accelerator.end_training()
 
 
 @pytest.mark.parametrize("schedule, lr_at_end", [("linear", 0.0), ("constant_with_warmup", 1e-3)])
