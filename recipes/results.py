@@ -1,0 +1,333 @@
+"""Rerun the README's results table: teachers, stage 1, stage 2, ablations, evaluation.
+
+    python recipes/results.py --budget cpu --data_dir ../shared/data --runs_dir outputs/table \\
+        --output_json results/cpu.json --parallel 2
+    python recipes/results.py --budget cpu --output_json results/cpu.json --table_only \\
+        --write_readme README.md       # regenerate the README table from the JSON alone
+
+The plan is a list of jobs, each one recipe command (the JSON and the README show them
+verbatim). A job whose final file exists is done and skipped; a training job that was
+stopped resumes from its newest complete checkpoint (``--resume_from_checkpoint latest``),
+so the same command picks up where a finished session left off. Each job's wall time is
+summed over its invocations in ``<job>/job.json``; its seconds per step are the median of
+the trainer's logged ``s_per_step``. ``--only sst2 waimai`` runs just those rows (and the
+jobs they need). A failed job stops its dependants and makes the command exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spikebert.checkpoint import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+ENGLISH = ("sst2", "mr", "subj", "sst5")
+CHINESE = ("waimai", "chnsenti")
+TABLE_BEGIN, TABLE_END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Steps of every job. ``cpu`` is what this project's 2-core machine runs (one job per
+    core, across sessions); ``smoke`` checks that every command runs on the real data."""
+
+    teacher_epochs: dict[str, float]
+    mlm_steps: int
+    stage1_steps: int     # English (blocks of 64 tokens)
+    stage1_steps_zh: int  # Chinese (blocks of 128 characters; a smaller corpus)
+    stage2_steps: int
+    n_iter: int      # augmented copies of each training example in stage 2
+    eval_steps: int  # stage 2: dev accuracy every N steps; the best is kept
+
+
+BUDGETS = {
+    "cpu": Budget(teacher_epochs={"sst2": 3, "mr": 3, "subj": 2, "sst5": 3, "waimai": 3,
+                                  "chnsenti": 3},
+                  mlm_steps=1500, stage1_steps=3000, stage1_steps_zh=1500, stage2_steps=1500,
+                  n_iter=8, eval_steps=150),
+    "smoke": Budget(teacher_epochs={t: 0.01 for t in ENGLISH + CHINESE}, mlm_steps=2,
+                    stage1_steps=2, stage1_steps_zh=2, stage2_steps=2, n_iter=1, eval_steps=2),
+}
+# teachers' dev evaluations per epoch, as run for the English teachers (keeps their commands)
+TEACHER_EVAL_STEPS = {"sst2": 109, "mr": 134, "subj": 125, "sst5": 134}
+
+
+@dataclass
+class Job:
+    """One recipe run: ``argv`` after the interpreter, done when ``out/final`` exists."""
+
+    name: str
+    argv: list[str]
+    final: str
+    needs: list[str] = field(default_factory=list)
+    resumable: bool = True
+
+    def out(self, runs_dir: Path) -> Path:
+        return runs_dir / self.name
+
+    def command(self) -> str:
+        return shlex.join(["python", *self.argv])
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a task's teacher, its student and the evaluation of both."""
+
+    label: str
+    task: str
+    teacher: str  # job names
+    student: str
+    evaluation: str
+
+
+def plan(budget: Budget, data_dir: str, runs: Path) -> tuple[list[Job], list[Row]]:
+    """Every job of the table, dependencies first, and the table's rows."""
+    d = ["--data_dir", data_dir]
+    jobs = [Job("teacher-zh-mlm", [
+        "recipes/pretrain_teacher.py", "--corpus", "corpus_zh", "--tasks", *CHINESE, *d,
+        "--output_dir", str(runs / "teacher-zh-mlm"), "--max_steps", str(budget.mlm_steps),
+        "--batch_size", "32", "--lr", "5e-4", "--eval_steps", "250", "--logging_steps", "10",
+        "--checkpointing_steps", "100"], "pretrain_teacher.json")]
+    for task in ENGLISH + CHINESE:
+        zh = task in CHINESE
+        model = str(runs / "teacher-zh-mlm") if zh else "minilm"
+        per_epoch = [] if zh else ["--eval_steps", str(TEACHER_EVAL_STEPS[task])]
+        jobs.append(Job(f"teacher-{task}", [
+            "recipes/finetune_teacher.py", "--task", task, "--model", model, *d,
+            "--output_dir", str(runs / f"teacher-{task}"),
+            "--epochs", str(budget.teacher_epochs[task]), *per_epoch,
+            "--lr", "2e-4" if zh else "1e-4", "--max_length", "128" if zh else "64",
+            "--batch_size", "32"], "metrics.json", ["teacher-zh-mlm"] if zh else []))
+    jobs.append(Job("stage1-en", [
+        "recipes/pretrain.py", "--teacher", "minilm", "--corpus", "corpus_en", *d,
+        "--preset", "mini", "--max_steps", str(budget.stage1_steps), "--batch_size", "32",
+        "--lr", "5e-4", "--output_dir", str(runs / "stage1-en"), "--checkpointing_steps", "100",
+        "--eval_steps", "250", "--logging_steps", "10"], "stage1.json"))
+    # Chinese reviews at full length (128 characters); 16 blocks of 128 = 32 blocks of 64
+    jobs.append(Job("stage1-zh", [
+        "recipes/pretrain.py", "--teacher", str(runs / "teacher-zh-mlm"), "--corpus", "corpus_zh",
+        *d, "--preset", "mini", "--override", "max_position_embeddings=128",
+        "--seq_length", "128", "--max_steps", str(budget.stage1_steps_zh), "--batch_size", "16",
+        "--lr", "5e-4", "--output_dir", str(runs / "stage1-zh"), "--checkpointing_steps", "100",
+        "--eval_steps", "250", "--logging_steps", "10"], "stage1.json", ["teacher-zh-mlm"]))
+
+    rows = []
+
+    def distill(label: str, task: str, name: str, extra: list[str], stage1: str | None) -> None:
+        student = ["--student", str(runs / stage1)] if stage1 else []
+        length = ["--max_length", "128"] if task in CHINESE else []
+        jobs.append(Job(name, [
+            "recipes/distill.py", "--task", task, "--teacher", str(runs / f"teacher-{task}"),
+            *student, *d, "--output_dir", str(runs / name), *length,
+            "--n_iter", str(budget.n_iter), "--max_steps", str(budget.stage2_steps),
+            "--eval_steps", str(budget.eval_steps), "--checkpointing_steps",
+            str(budget.eval_steps), "--logging_steps", "10", "--batch_size", "32", *extra],
+            "metrics.json", [f"teacher-{task}", *([stage1] if stage1 else [])]))
+        evaluation = f"eval-{name.removeprefix('stage2-')}"
+        jobs.append(Job(evaluation, [
+            "recipes/evaluate.py", "--model", str(runs / name), "--task", task,
+            "--split", "dev", *d, "--teacher", str(runs / f"teacher-{task}"),
+            "--output_json", str(runs / evaluation / "eval.json")], "eval.json",
+            [name, f"teacher-{task}"], resumable=False))
+        rows.append(Row(label, task, f"teacher-{task}", name, evaluation))
+
+    for task in ENGLISH + CHINESE:
+        distill(task, task, f"stage2-{task}", [], "stage1-zh" if task in CHINESE else "stage1-en")
+    distill("sst2, no stage 1", "sst2", "stage2-sst2-no-stage1", [], None)
+    distill("sst2, no augmentation", "sst2", "stage2-sst2-no-augment", ["--no_augment"],
+            "stage1-en")
+    distill("sst2, no feature loss", "sst2", "stage2-sst2-no-feature-loss", ["--w_feat", "0"],
+            "stage1-en")
+    return jobs, rows
+
+
+def select(jobs: list[Job], rows: list[Row], only: list[str] | None) -> list[Job]:
+    """The jobs the chosen rows need (all rows when ``only`` is empty), in plan order."""
+    if not only:
+        return jobs
+    known = {r.label for r in rows} | {r.task for r in rows}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise SystemExit(f"--only: unknown rows {unknown}; rows are {sorted(known)}")
+    by_name = {j.name: j for j in jobs}
+    wanted: set[str] = set()
+    stack = [r.evaluation for r in rows if r.label in only or r.task in only]
+    while stack:
+        name = stack.pop()
+        if name not in wanted:
+            wanted.add(name)
+            stack.extend(by_name[name].needs)
+    return [j for j in jobs if j.name in wanted]
+
+
+def run_job(job: Job, runs: Path, log) -> None:
+    """Run (or resume) one job in a subprocess, adding its wall time to ``job.json``."""
+    out = job.out(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "job.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record.setdefault("invocations", [])
+    record["command"] = job.command()
+    argv = [sys.executable, str(ROOT / job.argv[0]), *job.argv[1:]]
+    if job.resumable:
+        argv += ["--resume_from_checkpoint", "latest"]
+    log(f"[{job.name}] {job.command()}")
+    start = time.time()
+    with open(out / "job.log", "a") as stream:
+        rc = subprocess.call(argv, stdout=stream, stderr=subprocess.STDOUT,
+                             env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                                           time.localtime(start)),
+                                  "wall_s": round(time.time() - start, 1), "rc": rc})
+    atomic_write_text(record_path, json.dumps(record, indent=2))
+    if rc != 0:
+        raise RuntimeError(f"job {job.name} exited with {rc}; its log: {out / 'job.log'}")
+    if not (out / job.final).exists():
+        raise RuntimeError(f"job {job.name} exited 0 but wrote no {out / job.final}")
+
+
+def run_all(jobs: list[Job], runs: Path, parallel: int, log=print) -> list[str]:
+    """Run the jobs that are not done, ``parallel`` at a time, each after the jobs it needs;
+    returns the names of those that failed or could not start because a need failed."""
+    done = {j.name for j in jobs if (j.out(runs) / j.final).exists()}
+    failed: list[str] = []
+    pending = [j for j in jobs if j.name not in done]
+    running: dict[Future, Job] = {}
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        while pending or running:
+            for job in list(pending):  # ``select`` put every job's needs in ``jobs``
+                if any(n in failed for n in job.needs):
+                    failed.append(job.name)
+                    pending.remove(job)
+                elif all(n in done for n in job.needs) and len(running) < parallel:
+                    running[pool.submit(run_job, job, runs, log)] = job
+                    pending.remove(job)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                try:
+                    future.result()
+                    done.add(job.name)
+                    log(f"[{job.name}] done")
+                except Exception as err:  # the message names the job and its log
+                    failed.append(job.name)
+                    log(f"[{job.name}] FAILED: {err}")
+    return failed
+
+
+def job_summary(job: Job, runs: Path) -> dict:
+    """Command, state, wall time over all invocations and median logged s/step of a job."""
+    out = job.out(runs)
+    record = json.loads((out / "job.json").read_text()) if (out / "job.json").exists() else {}
+    rates = [float(line.rsplit(",", 1)[1]) for csv in out.glob("logs/*/metrics.csv")
+             for line in csv.read_text().splitlines() if ",s_per_step," in line]
+    return {"command": job.command(), "done": (out / job.final).exists(),
+            "wall_s": round(sum(i["wall_s"] for i in record.get("invocations", [])), 1),
+            "invocations": len(record.get("invocations", [])),
+            "s_per_step": round(statistics.median(rates), 3) if rates
+            else record.get("s_per_step"),
+            **({"note": record["note"]} if "note" in record else {})}
+
+
+def collect(budget_name: str, jobs: list[Job], rows: list[Row], runs: Path) -> dict:
+    """The table as JSON: per row the teacher's and student's dev accuracy and energy (from
+    the evaluation job; None until it has run) and per job its summary."""
+    table = []
+    for row in rows:
+        path = runs / row.evaluation / "eval.json"
+        ev = json.loads(path.read_text()) if path.exists() else {}
+        teacher, student = ev.get("teacher_accuracy"), ev.get("accuracy")
+        table.append({
+            "row": row.label, "task": row.task, "teacher_job": row.teacher,
+            "student_job": row.student, "evaluation_job": row.evaluation,
+            "teacher_accuracy": teacher, "student_accuracy": student,
+            "gap": None if teacher is None or student is None else student - teacher,
+            "teacher_energy_mj": ev.get("teacher_energy_mj"),
+            "student_energy_mj": ev.get("energy_mj"),
+            "energy_reduction": ev.get("energy_reduction")})
+    return {"budget": budget_name, "runs_dir": str(runs), "rows": table,
+            "jobs": {j.name: job_summary(j, runs) for j in jobs}}
+
+
+def _num(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "pending" if value is None or not math.isfinite(value) else \
+        f"{value:.{digits}f}{suffix}"
+
+
+def render_table(result: dict) -> str:
+    """Markdown: the accuracy/energy table, then every job with its command and timing."""
+    lines = ["| row (dev) | teacher acc. | SpikeBERT acc. | gap | teacher mJ | SpikeBERT mJ | "
+             "energy reduction | stage-2 wall | stage-2 s/step |", "|---" * 9 + "|"]
+    for r in result["rows"]:
+        job = result["jobs"].get(r["student_job"], {})
+        wall = job.get("wall_s")
+        lines.append(
+            f"| {r['row']} | {_num(r['teacher_accuracy'])} | {_num(r['student_accuracy'])} | "
+            f"{_num(r['gap'], suffix='')} | {_num(r['teacher_energy_mj'], 3)} | "
+            f"{_num(r['student_energy_mj'], 3)} | {_num(r['energy_reduction'], 1, '%')} | "
+            f"{_num(wall / 60 if wall else None, 0, ' min')} | {_num(job.get('s_per_step'))} |")
+    lines += ["", "| job | done | wall | s/step | command |", "|---|---|---|---|---|"]
+    for name, job in result["jobs"].items():
+        wall = f"{job['wall_s'] / 60:.0f} min" if job["wall_s"] else "-"
+        note = f" ({job['note']})" if job.get("note") else ""
+        lines.append(f"| {name} | {'yes' if job['done'] else 'no'} | {wall} | "
+                     f"{_num(job['s_per_step'])} | `{job['command']}`{note} |")
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, table: str) -> None:
+    """Replace the text between the README's results-table markers with ``table``."""
+    text = readme.read_text()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise SystemExit(f"{readme} has no {TABLE_BEGIN} ... {TABLE_END} block to replace")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    atomic_write_text(readme, f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    parser.add_argument("--data_dir", default=os.environ.get("SPIKEBERT_DATA", "../shared/data"))
+    parser.add_argument("--runs_dir", default="outputs/table")
+    parser.add_argument("--output_json", required=True)
+    parser.add_argument("--only", nargs="*", help="rows (or tasks) to run; default all")
+    parser.add_argument("--parallel", type=int, default=1, help="jobs at a time")
+    parser.add_argument("--table_only", action="store_true",
+                        help="run nothing: collect what the runs folder holds")
+    parser.add_argument("--write_readme", help="README whose results-table block to replace")
+    args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error(f"--parallel must be >= 1, got {args.parallel}")
+    runs = Path(args.runs_dir)  # as given: the commands in the table show it
+    jobs, rows = plan(BUDGETS[args.budget], args.data_dir, runs)
+    failed = [] if args.table_only else run_all(select(jobs, rows, args.only), runs,
+                                                args.parallel)
+    result = collect(args.budget, jobs, rows, runs)
+    out = Path(args.output_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2))
+    table = render_table(result)
+    if args.write_readme:
+        write_readme(Path(args.write_readme), table)
+    print(table)
+    if failed:
+        raise SystemExit(f"failed or blocked: {failed}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

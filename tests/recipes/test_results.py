@@ -1,0 +1,126 @@
+"""recipes/results.py: the plan's commands parse, the runner skips, resumes and stops
+dependants of a failure, and the README table is generated from the JSON."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from spikebert.arguments import DataArguments, TaskDataArguments, TrainingArguments, parse_arguments
+
+import distill
+import evaluate
+import finetune_teacher
+import pretrain
+import pretrain_teacher
+import results
+
+PARSERS = {
+    "recipes/pretrain.py": (pretrain.Stage1Arguments, DataArguments, TrainingArguments),
+    "recipes/pretrain_teacher.py": (pretrain_teacher.TeacherMLMArguments, DataArguments,
+                                    TrainingArguments),
+    "recipes/finetune_teacher.py": (finetune_teacher.TeacherArguments, TaskDataArguments,
+                                    TrainingArguments),
+    "recipes/distill.py": (distill.Stage2Arguments, TaskDataArguments, TrainingArguments),
+    "recipes/evaluate.py": (evaluate.EvaluateArguments, DataArguments),
+}
+
+
+@pytest.mark.parametrize("budget", sorted(results.BUDGETS))
+def test_every_planned_command_parses(budget, tmp_path):
+    jobs, rows = results.plan(results.BUDGETS[budget], "data", tmp_path)
+    names = [j.name for j in jobs]
+    for job in jobs:
+        resume = ["--resume_from_checkpoint", "latest"] if job.resumable else []
+        parse_arguments(PARSERS[job.argv[0]], job.argv[1:] + resume, "t")
+        assert all(names.index(n) < names.index(job.name) for n in job.needs), job.name
+        assert shlex.split(job.command())[1:] == job.argv
+    assert {r.task for r in rows} == {"sst2", "mr", "subj", "sst5", "waimai", "chnsenti"}
+    assert len(rows) == 9  # six tasks and three SST-2 ablations
+
+
+def test_only_selects_a_row_and_what_it_needs(tmp_path):
+    jobs, rows = results.plan(results.BUDGETS["cpu"], "data", tmp_path)
+    chosen = [j.name for j in results.select(jobs, rows, ["waimai"])]
+    assert chosen == ["teacher-zh-mlm", "teacher-waimai", "stage1-zh", "stage2-waimai",
+                      "eval-waimai"]
+    with pytest.raises(SystemExit, match="unknown rows"):
+        results.select(jobs, rows, ["sst-2"])
+
+
+FAKE = """
+import pathlib, sys
+out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+runs = out / "runs.txt"; runs.write_text(runs.read_text() + "x" if runs.exists() else "x")
+if sys.argv[2] == "fail":
+    sys.exit(3)
+(out / "final.json").write_text("{}")
+"""
+
+
+def test_runner_skips_done_jobs_and_stops_the_dependants_of_a_failure(tmp_path):
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE)
+
+    def job(name, mode, needs=()):
+        return results.Job(name, [str(script), str(tmp_path / name), mode], "final.json",
+                           list(needs))
+
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "final.json").write_text("{}")
+    jobs = [job("done", "ok"), job("ok", "ok", ["done"]), job("bad", "fail"),
+            job("after-bad", "ok", ["bad"]), job("after-ok", "ok", ["ok"])]
+    failed = results.run_all(jobs, tmp_path, parallel=2, log=lambda _: None)
+    assert sorted(failed) == ["after-bad", "bad"]
+    assert not (tmp_path / "done" / "runs.txt").exists()  # done: not run again
+    assert not (tmp_path / "after-bad").exists()
+    record = json.loads((tmp_path / "bad" / "job.json").read_text())
+    assert record["invocations"][0]["rc"] == 3
+    assert (tmp_path / "after-ok" / "final.json").exists()
+    # a second call runs only what is not done, and adds to the failed job's record
+    failed = results.run_all(jobs, tmp_path, parallel=1, log=lambda _: None)
+    assert sorted(failed) == ["after-bad", "bad"]
+    assert (tmp_path / "ok" / "runs.txt").read_text() == "x"
+    assert len(json.loads((tmp_path / "bad" / "job.json").read_text())["invocations"]) == 2
+
+
+def test_table_is_generated_from_the_json_into_the_readme(tmp_path):
+    jobs, rows = results.plan(results.BUDGETS["cpu"], "data", tmp_path)
+    (tmp_path / "eval-sst2").mkdir()
+    (tmp_path / "eval-sst2" / "eval.json").write_text(json.dumps({
+        "accuracy": 85.0, "teacher_accuracy": 88.65, "energy_mj": 0.1,
+        "teacher_energy_mj": 1.25, "energy_reduction": 92.0}))
+    (tmp_path / "stage2-sst2" / "logs" / "s").mkdir(parents=True)
+    (tmp_path / "stage2-sst2" / "logs" / "s" / "metrics.csv").write_text(
+        "step,name,value\n10,s_per_step,2.0\n20,s_per_step,3.0\n30,s_per_step,2.5\n")
+    (tmp_path / "stage2-sst2" / "job.json").write_text(json.dumps(
+        {"invocations": [{"wall_s": 600.0, "rc": 0}, {"wall_s": 1200.0, "rc": 0}]}))
+    result = results.collect("cpu", jobs, rows, tmp_path)
+    sst2 = result["rows"][0]
+    assert sst2["gap"] == pytest.approx(-3.65)
+    assert result["jobs"]["stage2-sst2"]["wall_s"] == 1800.0
+    assert result["jobs"]["stage2-sst2"]["s_per_step"] == 2.5
+    table = results.render_table(result)
+    assert "| sst2 | 88.65 | 85.00 | -3.65 | 1.250 | 0.100 | 92.0% | 30 min | 2.50 |" in table
+    assert "| mr | pending |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results.TABLE_BEGIN}\nold\n{results.TABLE_END}\nrest\n")
+    results.write_readme(readme, table)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("\nrest\n")
+    assert table in text
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit, match="results-table"):
+        results.write_readme(readme, table)
+
+
+def test_main_writes_json_without_running_anything(tmp_path, capsys):
+    out = tmp_path / "table.json"
+    results.main(["--output_json", str(out), "--runs_dir", str(tmp_path / "runs"),
+                  "--table_only"])
+    saved = json.loads(out.read_text())
+    assert saved["budget"] == "cpu" and len(saved["rows"]) == 9
+    assert not (tmp_path / "runs").exists()
+    assert "| sst2 | pending |" in capsys.readouterr().out
