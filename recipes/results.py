@@ -197,7 +197,13 @@ def run_job(job: Job, runs: Path, log) -> None:
         raise RuntimeError(f"job {job.name} exited 0 but wrote no {out / job.final}")
 
 
-def run_all(jobs: list[Job], runs: Path, parallel: int, log=print) -> list[str]:
+def say(message: str) -> None:
+    """One whole line per message, also when jobs finish at the same moment in two threads."""
+    sys.stdout.write(f"{message}\n")
+    sys.stdout.flush()
+
+
+def run_all(jobs: list[Job], runs: Path, parallel: int, log=say) -> list[str]:
     """Run the jobs that are not done, ``parallel`` at a time, each after the jobs it needs;
     returns the names of those that failed or could not start because a need failed."""
     done = {j.name for j in jobs if (j.out(runs) / j.final).exists()}
