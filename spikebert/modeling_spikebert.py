@@ -66,7 +66,7 @@ def _over_time(layer, x: torch.Tensor) -> torch.Tensor:
 
 def _linear(config: SpikeBertConfig, n_in: int, n_out: int) -> nn.Linear:
     """The Linear of a spiking layer: its input is spike counts, which ours saves for backward
-    in 16 bits (:class:`~spikebert.spike_linear.SpikeLinear`); the SpikingJelly-built model
+    in 16 bits on GPUs (:class:`~spikebert.spike_linear.SpikeLinear`); the SpikingJelly-built model
     uses ``nn.Linear`` as a SpikingJelly user would."""
     return (SpikeLinear if config.neuron_impl == "spike_kernels" else nn.Linear)(n_in, n_out)
 

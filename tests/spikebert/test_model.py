@@ -494,25 +494,38 @@ def test_text_classification_pipeline_loads_a_saved_student(tmp_path, monkeypatc
     assert {r["label"] for r in ranked} == set(labels)
 
 
-def test_spike_linear_saves_16_bits_with_identical_gradients():
-    """SpikeLinear (ours' spiking-layer Linear) keeps spike-count inputs for backward in bf16:
-    gradients bit-identical to nn.Linear's, the saved input half the bytes."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_spike_linear_gradients_are_identical_to_linear(dtype):
+    """SpikeLinear (ours' spiking-layer Linear) gives nn.Linear's outputs and gradients bit
+    for bit; on CPU it saves the input in its own dtype (no conversion), and 16-bit inputs
+    are saved as they are."""
     from spikebert.spike_linear import SpikeLinear
 
     torch.manual_seed(0)
-    ours, ref = SpikeLinear(16, 8), torch.nn.Linear(16, 8)
+    ours, ref = SpikeLinear(16, 8).to(dtype), torch.nn.Linear(16, 8).to(dtype)
     ref.load_state_dict(ours.state_dict())
-    x = torch.randint(0, 9, (2, 3, 4, 16)).float()  # residual spike counts
+    x = torch.randint(0, 9, (2, 3, 4, 16)).to(dtype)  # residual spike counts
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    g = torch.randn(2, 3, 4, 8)
+    g = torch.randn(2, 3, 4, 8).to(dtype)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         ya = ours(xa)
     ya.backward(g)
     ref(xb).backward(g)
     assert torch.equal(ya, ref(xb))
-    assert torch.equal(xa.grad, xb.grad) and xa.grad.dtype == torch.float32
+    assert torch.equal(xa.grad, xb.grad) and xa.grad.dtype == dtype
     assert torch.equal(ours.weight.grad, ref.weight.grad)
     assert torch.equal(ours.bias.grad, ref.bias.grad)
-    assert any(t.shape == x.shape and t.dtype == torch.bfloat16 for t in saved)
-    assert not any(t.shape == x.shape and t.dtype == torch.float32 for t in saved)
+    assert [t.dtype for t in saved if t.shape == x.shape] == [dtype]
+
+
+def test_spike_linear_saves_16_bits_on_gpus_only():
+    """The saved-input policy: bf16 for fp32/fp64 inputs on a GPU (half the activation
+    memory, exact for spike counts up to 256); on CPU and for 16-bit inputs, the input's own."""
+    from spikebert.spike_linear import saved_dtype
+
+    assert saved_dtype(torch.float32, "cuda") == torch.bfloat16
+    assert saved_dtype(torch.float64, "cuda") == torch.bfloat16
+    assert saved_dtype(torch.float16, "cuda") == torch.float16
+    assert saved_dtype(torch.float32, "cpu") == torch.float32
+    assert saved_dtype(torch.bfloat16, "cpu") == torch.bfloat16
