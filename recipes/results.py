@@ -194,12 +194,16 @@ def run_job(job: Job, runs: Path, log) -> None:
     if job.resumable:
         argv += ["--resume_from_checkpoint", "latest"]
     log(f"[{job.name}] {job.command()}")
+    # recorded before the start, so a runner that is killed still leaves the invocation
+    # (its wall time is then read from the log's last write, see job_summary)
     start = time.time()
-    with open(out / "job.log", "a") as stream:
-        rc = subprocess.call(argv, stdout=stream, stderr=subprocess.STDOUT, env=job_env())
     record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z",
                                                            time.localtime(start)),
-                                  "wall_s": round(time.time() - start, 1), "rc": rc})
+                                  "started_unix": round(start), "wall_s": None, "rc": None})
+    atomic_write_text(record_path, json.dumps(record, indent=2))
+    with open(out / "job.log", "a") as stream:
+        rc = subprocess.call(argv, stdout=stream, stderr=subprocess.STDOUT, env=job_env())
+    record["invocations"][-1] |= {"wall_s": round(time.time() - start, 1), "rc": rc}
     atomic_write_text(record_path, json.dumps(record, indent=2))
     if rc != 0:
         raise RuntimeError(f"job {job.name} exited with {rc}; its log: {out / 'job.log'}")
@@ -250,8 +254,18 @@ def job_summary(job: Job, runs: Path) -> dict:
     record = json.loads((out / "job.json").read_text()) if (out / "job.json").exists() else {}
     rates = [float(line.rsplit(",", 1)[1]) for csv in out.glob("logs/*/metrics.csv")
              for line in csv.read_text().splitlines() if ",s_per_step," in line]
+    log = out / "job.log"
+    last_write = log.stat().st_mtime if log.exists() else None
+
+    def wall(invocation: dict) -> float:
+        if invocation["wall_s"] is not None:
+            return invocation["wall_s"]
+        # still running, or its runner was killed: until the log's last write
+        start = invocation.get("started_unix")
+        return max(0.0, last_write - start) if start and last_write else 0.0
+
     return {"command": job.command(), "done": (out / job.final).exists(),
-            "wall_s": round(sum(i["wall_s"] for i in record.get("invocations", [])), 1),
+            "wall_s": round(sum(wall(i) for i in record.get("invocations", [])), 1),
             "invocations": len(record.get("invocations", [])),
             "s_per_step": round(statistics.median(rates), 3) if rates
             else record.get("s_per_step"),

@@ -4,6 +4,7 @@ dependants of a failure, and the README table is generated from the JSON."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 import pytest
@@ -97,7 +98,14 @@ def test_table_is_generated_from_the_json_into_the_readme(tmp_path):
         "step,name,value\n10,s_per_step,2.0\n20,s_per_step,3.0\n30,s_per_step,2.5\n")
     (tmp_path / "stage2-sst2" / "job.json").write_text(json.dumps(
         {"invocations": [{"wall_s": 600.0, "rc": 0}, {"wall_s": 1200.0, "rc": 0}]}))
+    # a runner killed mid-job leaves wall_s None: counted until the job's log last changed
+    (tmp_path / "stage2-mr").mkdir()
+    (tmp_path / "stage2-mr" / "job.json").write_text(json.dumps({"invocations": [
+        {"started_unix": 1_000_000, "wall_s": None, "rc": None}]}))
+    (tmp_path / "stage2-mr" / "job.log").write_text("step 1")
+    os.utime(tmp_path / "stage2-mr" / "job.log", (1_000_120, 1_000_120))
     result = results.collect("cpu", jobs, rows, tmp_path)
+    assert result["jobs"]["stage2-mr"]["wall_s"] == 120.0
     sst2 = result["rows"][0]
     assert sst2["gap"] == pytest.approx(-3.65)
     assert result["jobs"]["stage2-sst2"]["wall_s"] == 1800.0
