@@ -272,6 +272,16 @@ def job_summary(job: Job, runs: Path) -> dict:
             **({"note": record["note"]} if "note" in record else {})}
 
 
+def teacher_dev_accuracy(folder: Path) -> float | None:
+    """A fine-tuned teacher's best dev accuracy (percent) from its metrics.json, shown until
+    the evaluation job has measured it beside its student."""
+    path = folder / "metrics.json"
+    if not path.exists():
+        return None
+    accuracy = json.loads(path.read_text()).get("dev", {}).get("accuracy")
+    return None if accuracy is None else 100 * accuracy
+
+
 def collect(budget_name: str, jobs: list[Job], rows: list[Row], runs: Path) -> dict:
     """The table as JSON: per row the teacher's and student's dev accuracy and energy (from
     the evaluation job; None until it has run) and per job its summary."""
@@ -279,7 +289,8 @@ def collect(budget_name: str, jobs: list[Job], rows: list[Row], runs: Path) -> d
     for row in rows:
         path = runs / row.evaluation / "eval.json"
         ev = json.loads(path.read_text()) if path.exists() else {}
-        teacher, student = ev.get("teacher_accuracy"), ev.get("accuracy")
+        student = ev.get("accuracy")
+        teacher = ev.get("teacher_accuracy", teacher_dev_accuracy(runs / row.teacher))
         table.append({
             "row": row.label, "task": row.task, "teacher_job": row.teacher,
             "student_job": row.student, "evaluation_job": row.evaluation,

@@ -8,8 +8,8 @@ gradients. Used by the ``neuron_impl="spike_kernels"`` model only (docs/DESIGN.m
 
 On CPU an fp32 ``x`` is kept as it is: the two conversions (fp32 -> bf16 in forward, back in
 backward, each a fresh allocation) cost more than they save there. Measured on the `mini`
-training step (one thread, AMD EPYC): 2.92 s with fp32 saved inputs vs 3.12 s with bf16,
-peak 932 vs 880 MiB (bench/test_bench_train_step.py).
+training step (one thread, AMD EPYC, huge-page malloc): 2.70 s with fp32 saved inputs vs
+3.12 s with bf16, peak 932 vs 839 MiB (bench/test_bench_train_step.py).
 """
 
 from __future__ import annotations

@@ -113,6 +113,10 @@ def test_table_is_generated_from_the_json_into_the_readme(tmp_path):
     table = results.render_table(result)
     assert "| sst2 | 88.65 | 85.00 | -3.65 | 1.250 | 0.100 | 92.0% | 30 min | 2.50 |" in table
     assert "| mr | pending |" in table
+    (tmp_path / "teacher-mr").mkdir()
+    (tmp_path / "teacher-mr" / "metrics.json").write_text(json.dumps({"dev": {"accuracy": 0.8321}}))
+    mr = results.collect("cpu", jobs, rows, tmp_path)["rows"][1]
+    assert mr["teacher_accuracy"] == pytest.approx(83.21) and mr["student_accuracy"] is None
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{results.TABLE_BEGIN}\nold\n{results.TABLE_END}\nrest\n")
     results.write_readme(readme, table)
