@@ -30,16 +30,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from spikebert import SpikeBertForSequenceClassification
-from spikebert.arguments import (
-    TaskDataArguments,
-    TrainingArguments,
-    as_dict,
-    check_count,
-    check_finite,
-    parse_arguments,
-    tracker_config,
-)
+from spikebert import SpikeBertForSequenceClassification, trainer
+from spikebert import arguments as cli
 from spikebert.augment import AugmentConfig, Augmenter
 from spikebert.batching import LazyAugmented, TaskCollator
 from spikebert.checkpoint import atomic_write_text, data_hash, run_fingerprint, weights_hash
@@ -47,16 +39,6 @@ from spikebert.data import check_vocab_compatible
 from spikebert.distill import FeatureAligner, logits_kl, student_forward
 from spikebert.loading import build_student_config, check_max_length, load_teacher
 from spikebert.model_card import describe_student, write_model_card
-from spikebert.trainer import (
-    evaluate_model,
-    finish,
-    keep_best,
-    make_accelerator,
-    make_optimizer,
-    start_run,
-    steps_for_epochs,
-    train,
-)
 
 
 @dataclass
@@ -82,15 +64,15 @@ class Stage2Arguments:
     n_iter: int = 20
 
     def __post_init__(self) -> None:
-        check_finite("--epochs", self.epochs, low=0.0, low_open=True)
+        cli.check_finite("--epochs", self.epochs, low=0.0, low_open=True)
         for name in ("w_emb", "w_ce", "w_kl", "w_feat"):
-            check_finite(f"--{name}", getattr(self, name), low=0.0)
+            cli.check_finite(f"--{name}", getattr(self, name), low=0.0)
         if not (self.w_emb or self.w_ce or self.w_kl or self.w_feat):
             raise ValueError("all four loss weights are 0: nothing to learn")
-        check_finite("--temperature", self.temperature, low=0.0, low_open=True)
+        cli.check_finite("--temperature", self.temperature, low=0.0, low_open=True)
         for name in ("p_mask", "p_pos", "p_ng"):
-            check_finite(f"--{name}", getattr(self, name), low=0.0, high=1.0)
-        check_count("--n_iter", self.n_iter, 1)
+            cli.check_finite(f"--{name}", getattr(self, name), low=0.0, high=1.0)
+        cli.check_count("--n_iter", self.n_iter, 1)
 
 
 class Stage2(nn.Module):
@@ -160,12 +142,13 @@ def build_aligner(stage: Stage2Arguments, student_config, teacher_config) -> Fea
 
 
 def main(argv: list[str] | None = None) -> dict:
-    stage, data, args = parse_arguments(
-        (Stage2Arguments, TaskDataArguments, TrainingArguments), argv, __doc__.split("\n\n")[0],
+    stage, data, args = cli.parse_arguments(
+        (Stage2Arguments, cli.TaskDataArguments, cli.TrainingArguments), argv,
+        __doc__.split("\n\n")[0],
         defaults={"lr": 5e-4, "weight_decay": 5e-3, "batch_size": 32})
     spec, dataset, split_info = data.load()
-    accelerator = make_accelerator(args, f"stage2-{spec.name}",
-                                   find_unused_parameters=not (stage.w_emb and stage.w_feat))
+    accelerator = trainer.make_accelerator(
+        args, f"stage2-{spec.name}", find_unused_parameters=not (stage.w_emb and stage.w_feat))
     set_seed(args.seed)
     teacher, tokenizer = load_teacher(stage.teacher, for_classification=True)
     if teacher.config.num_labels != spec.num_labels:
@@ -185,14 +168,15 @@ def main(argv: list[str] | None = None) -> dict:
             spec.text_fields)
     if args.max_steps is None:
         per_epoch = len(train_set) // (args.batch_size * accelerator.num_processes)
-        args.max_steps = steps_for_epochs(stage.epochs, per_epoch, args.gradient_accumulation_steps)
+        args.max_steps = trainer.steps_for_epochs(stage.epochs, per_epoch,
+                                                  args.gradient_accumulation_steps)
     aligner = build_aligner(stage, student.config, teacher.config)
     model = Stage2(student, aligner, stage, spec.is_regression)
-    run = start_run(accelerator, args, run_fingerprint(
-        as_dict(stage, data, args), teacher=weights_hash(teacher),
+    run = trainer.start_run(accelerator, args, run_fingerprint(
+        cli.as_dict(stage, data, args), teacher=weights_hash(teacher),
         student_init=weights_hash(model), data=data_hash(split_info)))
 
-    optimizer, scheduler = make_optimizer(model, args)
+    optimizer, scheduler = trainer.make_optimizer(model, args)
     train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                           num_workers=args.num_workers,
                           collate_fn=TaskCollator(tokenizer, spec.text_fields, max_length))
@@ -201,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, dev_dl, scheduler)
     teacher.to(accelerator.device)
-    accelerator.init_trackers(f"stage2-{spec.name}", config=tracker_config(stage, data, args))
+    accelerator.init_trackers(f"stage2-{spec.name}", config=cli.tracker_config(stage, data, args))
     need_hidden = bool(stage.w_emb or stage.w_feat)
 
     def losses(batch) -> dict[str, torch.Tensor]:
@@ -215,13 +199,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     def evaluate(step: int) -> None:
         student = accelerator.unwrap_model(model).student
-        metrics = evaluate_model(student, dev_dl, accelerator, spec)
+        metrics = trainer.evaluate_model(student, dev_dl, accelerator, spec)
         accelerator.log({f"dev_{k}": v for k, v in metrics.items()}, step=step)
-        keep_best(accelerator, run, step, metrics, spec.primary_metric, student, tokenizer,
-                  out_dir)
+        trainer.keep_best(accelerator, run, step, metrics, spec.primary_metric, student,
+                          tokenizer, out_dir)
 
-    step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, losses,
-                 evaluate, desc=f"stage 2 ({spec.name})")
+    step = trainer.train(accelerator, args, run, model, optimizer, scheduler, train_dl, losses,
+                         evaluate, desc=f"stage 2 ({spec.name})")
     if run.extra.get("best", {}).get("step") != step:
         evaluate(step)
     best = run.extra["best"]
@@ -242,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.print(f"stage-2 student saved to {out_dir.resolve()} (best dev "
                       f"{spec.primary_metric} {100 * best[spec.primary_metric]:.2f} "
                       f"at step {best['step']})")
-    finish(accelerator)
+    trainer.finish(accelerator)
     return result
 
 

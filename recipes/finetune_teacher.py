@@ -21,27 +21,11 @@ import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from spikebert.arguments import (
-    TaskDataArguments,
-    TrainingArguments,
-    as_dict,
-    check_finite,
-    parse_arguments,
-    tracker_config,
-)
+from spikebert import arguments as cli
+from spikebert import trainer
 from spikebert.batching import TaskCollator
 from spikebert.checkpoint import atomic_write_text, data_hash, run_fingerprint, weights_hash
 from spikebert.loading import check_max_length, load_teacher, resolve_teacher
-from spikebert.trainer import (
-    evaluate_model,
-    finish,
-    keep_best,
-    make_accelerator,
-    make_optimizer,
-    start_run,
-    steps_for_epochs,
-    train,
-)
 
 
 @dataclass
@@ -51,18 +35,18 @@ class TeacherArguments:
     epochs: float = field(default=3.0, metadata={"help": "used when --max_steps is unset"})
 
     def __post_init__(self) -> None:
-        check_finite("--epochs", self.epochs, low=0.0, low_open=True)
+        cli.check_finite("--epochs", self.epochs, low=0.0, low_open=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    teacher_args, data, args = parse_arguments(
-        (TeacherArguments, TaskDataArguments, TrainingArguments), argv,
+    teacher_args, data, args = cli.parse_arguments(
+        (TeacherArguments, cli.TaskDataArguments, cli.TrainingArguments), argv,
         __doc__.split("\n\n")[0],
         defaults={"lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1,
                   "lr_scheduler": "linear", "batch_size": 32, "eval_steps": 0,
                   "max_length": 128})
     spec, dataset, split_info = data.load()
-    accelerator = make_accelerator(args, f"teacher-{spec.name}")
+    accelerator = trainer.make_accelerator(args, f"teacher-{spec.name}")
     set_seed(args.seed)
     model, tokenizer = load_teacher(resolve_teacher(teacher_args.model), for_classification=True,
                                     num_labels=spec.num_labels)
@@ -80,20 +64,20 @@ def main(argv: list[str] | None = None) -> dict:
     dev_dl = DataLoader(dataset["dev"], batch_size=2 * args.batch_size, collate_fn=collate)
     per_epoch = math.ceil(len(dataset["train"]) / (args.batch_size * accelerator.num_processes))
     if args.max_steps is None:
-        args.max_steps = steps_for_epochs(teacher_args.epochs, per_epoch,
-                                          args.gradient_accumulation_steps)
+        args.max_steps = trainer.steps_for_epochs(teacher_args.epochs, per_epoch,
+                                                  args.gradient_accumulation_steps)
     if not args.eval_steps:  # once per epoch, and at least at the end
         args.eval_steps = min(max(1, per_epoch // args.gradient_accumulation_steps),
                               args.max_steps)
-    run = start_run(accelerator, args, run_fingerprint(
-        as_dict(teacher_args, data, args), model_init=weights_hash(model),
+    run = trainer.start_run(accelerator, args, run_fingerprint(
+        cli.as_dict(teacher_args, data, args), model_init=weights_hash(model),
         data=data_hash(split_info)))
 
-    optimizer, scheduler = make_optimizer(model, args)
+    optimizer, scheduler = trainer.make_optimizer(model, args)
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, dev_dl, scheduler)
     accelerator.init_trackers(f"teacher-{spec.name}",
-                              config=tracker_config(teacher_args, data, args))
+                              config=cli.tracker_config(teacher_args, data, args))
 
     def loss(batch) -> dict[str, torch.Tensor]:
         return {"loss": model(**batch).loss}
@@ -101,14 +85,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_dir)
 
     def evaluate(step: int) -> None:
-        metrics = evaluate_model(model, dev_dl, accelerator, spec)
+        metrics = trainer.evaluate_model(model, dev_dl, accelerator, spec)
         accelerator.log({f"dev_{k}": v for k, v in metrics.items()}, step=step)
         accelerator.print(f"step {step}: dev {metrics}")
-        keep_best(accelerator, run, step, metrics, spec.primary_metric,
-                  accelerator.unwrap_model(model), tokenizer, out)
+        trainer.keep_best(accelerator, run, step, metrics, spec.primary_metric,
+                          accelerator.unwrap_model(model), tokenizer, out)
 
-    step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, loss, evaluate,
-                 desc=f"teacher ({spec.name})")
+    step = trainer.train(accelerator, args, run, model, optimizer, scheduler, train_dl, loss,
+                         evaluate, desc=f"teacher ({spec.name})")
     if step % args.eval_steps:
         evaluate(step)
     best = run.extra["best"]
@@ -120,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=str))
     accelerator.print(f"teacher saved to {out.resolve()} (dev {spec.primary_metric} "
                       f"{100 * best[spec.primary_metric]:.2f} at step {best['step']})")
-    finish(accelerator)
+    trainer.finish(accelerator)
     return result
 
 

@@ -28,21 +28,12 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
-from spikebert import SpikeBertModel
-from spikebert.arguments import (
-    DataArguments,
-    TrainingArguments,
-    as_dict,
-    check_count,
-    check_finite,
-    parse_arguments,
-    tracker_config,
-)
+from spikebert import SpikeBertModel, trainer
+from spikebert import arguments as cli
 from spikebert.checkpoint import run_fingerprint, sha256_bytes, sha256_file, weights_hash
 from spikebert.data import check_vocab_compatible, load_corpus, pack_corpus
 from spikebert.distill import FeatureAligner, student_forward
 from spikebert.loading import build_student_config, check_max_length, load_teacher, resolve_teacher
-from spikebert.trainer import finish, make_accelerator, make_optimizer, start_run, train
 
 
 @dataclass
@@ -67,12 +58,12 @@ class Stage1Arguments:
         "help": "compare raw features (no standardisation over the batch)"})
 
     def __post_init__(self) -> None:
-        check_count("--seq_length", self.seq_length, 3, none_ok=True)
-        check_count("--max_blocks", self.max_blocks, 1)
-        check_count("--ignored_layers", self.ignored_layers, 0)
-        check_finite("--holdout_fraction", self.holdout_fraction, low=0.0, high=0.5)
-        check_finite("--w_emb", self.w_emb, low=0.0)
-        check_finite("--w_feat", self.w_feat, low=0.0)
+        cli.check_count("--seq_length", self.seq_length, 3, none_ok=True)
+        cli.check_count("--max_blocks", self.max_blocks, 1)
+        cli.check_count("--ignored_layers", self.ignored_layers, 0)
+        cli.check_finite("--holdout_fraction", self.holdout_fraction, low=0.0, high=0.5)
+        cli.check_finite("--w_emb", self.w_emb, low=0.0)
+        cli.check_finite("--w_feat", self.w_feat, low=0.0)
         if self.w_emb == 0 and self.w_feat == 0:
             raise ValueError("--w_emb and --w_feat are both 0: nothing to learn")
 
@@ -100,11 +91,12 @@ def corpus_hash(corpora) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    stage, data, args = parse_arguments(
-        (Stage1Arguments, DataArguments, TrainingArguments), argv, __doc__.split("\n\n")[0],
+    stage, data, args = cli.parse_arguments(
+        (Stage1Arguments, cli.DataArguments, cli.TrainingArguments), argv,
+        __doc__.split("\n\n")[0],
         defaults={"lr": 5e-4, "weight_decay": 0.01, "batch_size": 16, "max_steps": 1000})
-    accelerator = make_accelerator(args, "stage1",
-                                   find_unused_parameters=stage.w_emb == 0 or stage.w_feat == 0)
+    accelerator = trainer.make_accelerator(
+        args, "stage1", find_unused_parameters=stage.w_emb == 0 or stage.w_feat == 0)
     set_seed(args.seed)
 
     teacher, tokenizer = load_teacher(resolve_teacher(stage.teacher))
@@ -119,8 +111,8 @@ def main(argv: list[str] | None = None) -> Path:
     aligner = FeatureAligner(config.hidden_size, teacher.config.hidden_size,
                              config.num_hidden_layers, stage.ignored_layers)
     model = Stage1(student, aligner)
-    run = start_run(accelerator, args, run_fingerprint(
-        as_dict(stage, data, args), teacher=weights_hash(teacher),
+    run = trainer.start_run(accelerator, args, run_fingerprint(
+        cli.as_dict(stage, data, args), teacher=weights_hash(teacher),
         student_init=weights_hash(model), corpus=corpus_hash(corpora)))
 
     parts = []
@@ -135,14 +127,14 @@ def main(argv: list[str] | None = None) -> Path:
         raise ValueError(f"corpus {stage.corpus!r} gave {len(train_set)} training blocks of "
                          f"{seq_length} tokens, fewer than --batch_size {args.batch_size}")
 
-    optimizer, scheduler = make_optimizer(model, args)
+    optimizer, scheduler = trainer.make_optimizer(model, args)
     train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                           num_workers=args.num_workers)
     held_dl = DataLoader(held, batch_size=args.batch_size)
     model, optimizer, train_dl, held_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, held_dl, scheduler)
     teacher.to(accelerator.device)
-    accelerator.init_trackers("stage1", config=tracker_config(stage, data, args))
+    accelerator.init_trackers("stage1", config=cli.tracker_config(stage, data, args))
 
     def losses(batch) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -163,8 +155,8 @@ def main(argv: list[str] | None = None) -> Path:
         model.train()
         accelerator.log({"heldout_loss": total / max(count, 1)}, step=step)
 
-    step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, losses, held_out,
-                 desc="stage 1", tokens_per_sample=seq_length)
+    step = trainer.train(accelerator, args, run, model, optimizer, scheduler, train_dl, losses,
+                         held_out, desc="stage 1", tokens_per_sample=seq_length)
     held_out(step)
 
     out_dir = Path(args.output_dir)
@@ -181,7 +173,7 @@ def main(argv: list[str] | None = None) -> Path:
              "seq_length": seq_length, "seed": args.seed, "fingerprint": run.fingerprint},
             indent=2))
     accelerator.print(f"stage-1 student saved to {out_dir.resolve()}")
-    finish(accelerator)
+    trainer.finish(accelerator)
     return out_dir
 
 

@@ -27,18 +27,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
-from spikebert.arguments import (
-    DataArguments,
-    TrainingArguments,
-    as_dict,
-    check_count,
-    check_finite,
-    parse_arguments,
-    tracker_config,
-)
+from spikebert import arguments as cli
+from spikebert import trainer
 from spikebert.checkpoint import data_hash, run_fingerprint, sha256_bytes, sha256_file
 from spikebert.data import get_task, load_corpus, load_task, pack_corpus
-from spikebert.trainer import finish, make_accelerator, make_optimizer, start_run, train
 from spikebert.wordpiece import train_wordpiece, unknown_rate
 
 
@@ -62,11 +54,12 @@ class TeacherMLMArguments:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "min_frequency", "num_layers", "hidden_size", "num_heads",
                      "intermediate_size"):
-            check_count(f"--{name}", getattr(self, name), 1)
-        check_finite("--mlm_probability", self.mlm_probability, low=0.0, high=1.0, low_open=True)
+            cli.check_count(f"--{name}", getattr(self, name), 1)
+        cli.check_finite("--mlm_probability", self.mlm_probability, low=0.0, high=1.0,
+                         low_open=True)
         if self.mlm_probability == 1.0:
             raise ValueError("--mlm_probability must be below 1, got 1.0")
-        check_finite("--holdout_fraction", self.holdout_fraction, low=0.0, high=0.5)
+        cli.check_finite("--holdout_fraction", self.holdout_fraction, low=0.0, high=0.5)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"--hidden_size {self.hidden_size} is not a multiple of "
                              f"--num_heads {self.num_heads}")
@@ -75,7 +68,7 @@ class TeacherMLMArguments:
                              f"{self.max_position_embeddings}], got {self.seq_length}")
 
 
-def training_texts(mlm: TeacherMLMArguments, data: DataArguments):
+def training_texts(mlm: TeacherMLMArguments, data: cli.DataArguments):
     """Corpus lines, each task's training texts (both sides of a pair), and a hash of all
     the sources (corpus files, task files, split seed)."""
     corpora = [load_corpus(name, data_dir=data.data_dir, allow_hub=not data.no_hub)
@@ -92,19 +85,20 @@ def training_texts(mlm: TeacherMLMArguments, data: DataArguments):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    mlm, data, args = parse_arguments(
-        (TeacherMLMArguments, DataArguments, TrainingArguments), argv, __doc__.split("\n\n")[0],
+    mlm, data, args = cli.parse_arguments(
+        (TeacherMLMArguments, cli.DataArguments, cli.TrainingArguments), argv,
+        __doc__.split("\n\n")[0],
         defaults={"lr": 5e-4, "weight_decay": 0.01, "batch_size": 32, "max_steps": 1000,
                   "lr_scheduler": "linear"})
-    accelerator = make_accelerator(args, "teacher_mlm")
+    accelerator = trainer.make_accelerator(args, "teacher_mlm")
     set_seed(args.seed)
     out = Path(args.output_dir)
     corpus, tasks, sources_hash = training_texts(mlm, data)
     texts = corpus + [t for task_texts in tasks.values() for t in task_texts]
     if not texts:
         raise ValueError(f"no text in --corpus {mlm.corpus!r} or --tasks {mlm.tasks}")
-    run = start_run(accelerator, args, run_fingerprint(as_dict(mlm, data, args),
-                                                       data=sources_hash))
+    run = trainer.start_run(accelerator, args, run_fingerprint(cli.as_dict(mlm, data, args),
+                                                               data=sources_hash))
 
     # the main process trains the tokenizer and saves it; a resumed run and the other
     # processes load that copy, so every process and every restart use the same vocabulary
@@ -129,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                         max_position_embeddings=mlm.max_position_embeddings,
                         pad_token_id=tokenizer.pad_token_id)
     model = BertForMaskedLM(config)
-    optimizer, scheduler = make_optimizer(model, args)
+    optimizer, scheduler = trainer.make_optimizer(model, args)
     train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                           num_workers=args.num_workers)
     # BERT's masking (15%, then 80% [MASK] / 10% random / 10% kept). Training masks draw from
@@ -144,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         held_batches.append({**batch, "input_ids": inputs, "labels": labels})
     model, optimizer, train_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, scheduler)
-    accelerator.init_trackers("teacher_mlm", config=tracker_config(mlm, data, args))
+    accelerator.init_trackers("teacher_mlm", config=cli.tracker_config(mlm, data, args))
 
     def mlm_loss(batch) -> dict[str, torch.Tensor]:
         inputs, labels = masker.torch_mask_tokens(batch["input_ids"].cpu().clone())
@@ -171,8 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.log(metrics, step=step)
         return metrics
 
-    step = train(accelerator, args, run, model, optimizer, scheduler, train_dl, mlm_loss,
-                 held_out, desc="teacher MLM", tokens_per_sample=mlm.seq_length)
+    step = trainer.train(accelerator, args, run, model, optimizer, scheduler, train_dl, mlm_loss,
+                         held_out, desc="teacher MLM", tokens_per_sample=mlm.seq_length)
     final = held_out(step)
     result = {"corpus": mlm.corpus, "tasks": list(tasks), "steps": step,
               "vocab_size": len(tokenizer), "train_blocks": len(train_set),
@@ -186,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "pretrain_teacher.json").write_text(json.dumps(result, indent=2))
     accelerator.print(f"MLM teacher saved to {out.resolve()}: held-out masked-token accuracy "
                       f"{100 * final['heldout_accuracy']:.2f}% (loss {final['heldout_loss']:.3f})")
-    finish(accelerator)
+    trainer.finish(accelerator)
     return result
 
 

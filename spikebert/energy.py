@@ -180,6 +180,36 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[int, i
     return int((logits.argmax(-1) == labels).sum()), labels.numel()
 
 
+def _run(model: nn.Module, batches, device, lengths: str, state: dict, handles: list,
+         tally_batch) -> tuple[int, float | None]:
+    """Runs ``model`` in eval mode over ``batches``; before each forward ``state["counted"]``
+    holds the tokens that count and ``tally_batch(real)`` adds what no hook sees (``real``:
+    the keys the model attends to). Afterwards the hooks are removed and the mode restored.
+    Returns (examples, accuracy or None without labels)."""
+    was_training = model.training
+    model.eval()
+    num, correct, total = 0, 0, 0
+    try:
+        for batch in _batches(batches, device):
+            ids = batch["input_ids"]
+            state["counted"], real = _masks(batch.get("attention_mask"), ids.shape, lengths,
+                                            device)
+            tally_batch(real)
+            kwargs = {k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}
+            logits = getattr(model(input_ids=ids, **kwargs), "logits", None)
+            if logits is not None:
+                c, n = _accuracy(logits, batch.get("labels"))
+                correct, total = correct + c, total + n
+            num += ids.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if num == 0:
+        raise ValueError("no batches to measure")
+    return num, correct / total if total else None
+
+
 @torch.no_grad()
 def measure_student(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
                     lengths: str = "real") -> ModelCost:
@@ -243,33 +273,15 @@ def measure_student(model: nn.Module, batches: Iterable[Mapping[str, torch.Tenso
     base = getattr(model, "spikebert", model)
     n_tables = 1 + (base.embeddings.position_embeddings is not None) + (
         base.embeddings.token_type_embeddings is not None)
-    was_training = model.training
-    model.eval()
-    num, correct, total = 0, 0, 0
-    try:
-        for batch in _batches(batches, device):
-            ids = batch["input_ids"]
-            state["counted"], real = _masks(batch.get("attention_mask"), ids.shape, lengths,
-                                            device)
-            # keys: the real ones, or with lengths="padded" those the model attends to
-            masked = lengths == "real" or config.use_attention_mask
-            state["keys"] = real if masked else torch.ones_like(real)
-            tokens = float(state["counted"].sum())
-            emb_flops = tokens * config.hidden_size * n_tables
-            tally.add("embeddings", "MAC", emb_flops, emb_flops)
-            out = model(input_ids=ids, attention_mask=batch.get("attention_mask"),
-                        token_type_ids=batch.get("token_type_ids"))
-            if hasattr(out, "logits") and out.logits is not None:
-                c, n = _accuracy(out.logits, batch.get("labels"))
-                correct, total = correct + c, total + n
-            num += ids.shape[0]
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    if num == 0:
-        raise ValueError("no batches to measure")
-    return ModelCost(tally.result(num, T), num, correct / total if total else None)
+    def tally_batch(real: torch.Tensor) -> None:
+        # keys: the real ones, or with lengths="padded" those the model attends to
+        masked = lengths == "real" or config.use_attention_mask
+        state["keys"] = real if masked else torch.ones_like(real)
+        emb_flops = float(state["counted"].sum()) * config.hidden_size * n_tables
+        tally.add("embeddings", "MAC", emb_flops, emb_flops)
+
+    num, accuracy = _run(model, batches, device, lengths, state, handles, tally_batch)
+    return ModelCost(tally.result(num, T), num, accuracy)
 
 
 @torch.no_grad()
@@ -297,35 +309,17 @@ def measure_teacher(model: nn.Module, batches: Iterable[Mapping[str, torch.Tenso
 
     handles = [m.register_forward_hook(linear_hook(n)) for n, m in model.named_modules()
                if isinstance(m, nn.Linear)]
-    was_training = model.training
-    model.eval()
-    num, correct, total = 0, 0, 0
-    try:
-        for batch in _batches(batches, device):
-            ids = batch["input_ids"]
-            state["counted"], _ = _masks(batch.get("attention_mask"), ids.shape, lengths,
-                                         device)
-            n = state["counted"].sum(1)
-            tokens = float(n.sum())
-            tally.add("embeddings", "MAC", tokens * D * n_tables, tokens * D * n_tables)
-            attn = float((n * n).sum()) * D
-            for i in range(n_layers):
-                tally.add(f"layer.{i}.attention.qk", "MAC", attn, attn)
-                tally.add(f"layer.{i}.attention.av", "MAC", attn, attn)
-            kwargs = {k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}
-            out = model(input_ids=ids, **kwargs)
-            logits = getattr(out, "logits", None)
-            if logits is not None:
-                c, k = _accuracy(logits, batch.get("labels"))
-                correct, total = correct + c, total + k
-            num += ids.shape[0]
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    if num == 0:
-        raise ValueError("no batches to measure")
-    return ModelCost(tally.result(num, 1), num, correct / total if total else None)
+    def tally_batch(_real: torch.Tensor) -> None:
+        n = state["counted"].sum(1)
+        tokens = float(n.sum())
+        tally.add("embeddings", "MAC", tokens * D * n_tables, tokens * D * n_tables)
+        attn = float((n * n).sum()) * D
+        for i in range(n_layers):
+            tally.add(f"layer.{i}.attention.qk", "MAC", attn, attn)
+            tally.add(f"layer.{i}.attention.av", "MAC", attn, attn)
+
+    num, accuracy = _run(model, batches, device, lengths, state, handles, tally_batch)
+    return ModelCost(tally.result(num, 1), num, accuracy)
 
 
 def compare(student: nn.Module, teacher: nn.Module, batches, lengths: str = "real"

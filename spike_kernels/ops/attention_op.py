@@ -10,16 +10,17 @@ autocast off: :func:`spiking_attention` applies autocast's policy once, before t
 
 from __future__ import annotations
 
-import inspect
+from typing import NamedTuple
 
 import torch
 
 from ..backend import resolve_backend
 from ..params import NeuronParams, check_bool, check_choice, check_real, check_tensor
-from ..surrogate import Surrogate, get_surrogate
+from ..surrogate import Surrogate
 from . import attention_torch
 from .attention_ref import attention_map_ref, spike_shape
 from .lif_torch import compute_dtype
+from .op_args import NeuronArgs, custom_op, fields, flatten, register_fake, unflatten
 
 ORDERS = ("auto", "qk_v", "q_kv")
 OUT_LAYOUTS = ("bhld", "blhd")
@@ -30,10 +31,39 @@ MAX_KV_HEAD_DIM_TRITON = 128
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _params(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha):
-    return NeuronParams(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
-                        v_reset=v_reset, detach_reset=detach_reset,
-                        surrogate=get_surrogate(surrogate, alpha))
+class _Config(NamedTuple):
+    """The non-tensor arguments of both ops, in schema order (the backward op takes the
+    forward's)."""
+
+    scale: float
+    causal: bool
+    kv_order: bool
+    neuron: NeuronArgs
+    recompute: bool
+    out_blhd: bool
+    use_triton: bool
+
+
+class _ForwardArgs(NamedTuple):
+    """``attention_forward``'s arguments (its schema, in order)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    key_mask: torch.Tensor | None
+    config: _Config
+
+
+class _BackwardArgs(NamedTuple):
+    """``attention_backward``'s arguments (its schema, in order)."""
+
+    grad_s: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    key_mask: torch.Tensor | None
+    saved_h: torch.Tensor
+    config: _Config
 
 
 def _no_autocast(device: torch.device):
@@ -42,110 +72,68 @@ def _no_autocast(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def _attention_forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_mask: torch.Tensor | None,
-    scale: float,
-    causal: bool,
-    kv_order: bool,
-    tau: float,
-    decay_input: bool,
-    v_threshold: float,
-    v_reset: float | None,
-    detach_reset: bool,
-    surrogate: str,
-    alpha: float,
-    recompute: bool,
-    out_blhd: bool,
-    use_triton: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _implementation(use_triton: bool) -> tuple:
+    """(forward, backward) of the Triton kernels (imported on first use) or the PyTorch
+    path."""
+    if use_triton:
+        from .attention_triton import attention_backward_triton, attention_forward_triton
+
+        return attention_forward_triton, attention_backward_triton
+    return attention_torch.attention_forward_torch, attention_torch.attention_backward_torch
+
+
+@custom_op("spike_kernels::attention_forward", _ForwardArgs,
+           tuple[torch.Tensor, torch.Tensor])
+def attention_forward_op(a: _ForwardArgs):
     """(spikes, saved H ``[T, B, H, L, Dh]`` in q's dtype, or empty when ``recompute``)."""
-    p = _params(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
-    if use_triton:
-        from .attention_triton import attention_forward_triton as forward
-    else:
-        forward = attention_torch.attention_forward_torch
-    with _no_autocast(q.device):
-        return forward(q, k, v, key_mask, p, scale, causal, kv_order, not recompute, out_blhd)
+    c = a.config
+    forward, _ = _implementation(c.use_triton)
+    with _no_autocast(a.q.device):
+        return forward(a.q, a.k, a.v, a.key_mask, c.neuron.params(), c.scale, c.causal,
+                       c.kv_order, not c.recompute, c.out_blhd)
 
 
-attention_forward_op = torch.library.custom_op("spike_kernels::attention_forward",
-                                               mutates_args=())(_attention_forward)
-# the forward op's argument names, in order: its inputs are read by name, never by position
-_FORWARD_SIGNATURE = inspect.signature(_attention_forward)
-_FORWARD_ARGS = tuple(_FORWARD_SIGNATURE.parameters)
-_TENSOR_ARGS = ("q", "k", "v", "key_mask")
+@register_fake(attention_forward_op, _ForwardArgs)
+def _(a: _ForwardArgs):
+    q = a.q
+    return (q.new_empty(spike_shape(q.shape, a.config.out_blhd)),
+            q.new_empty((0,)) if a.config.recompute else q.new_empty(q.shape))
 
 
-def _by_name(args: tuple, kwargs: dict | None = None) -> dict:
-    """The forward op's arguments, however passed, as {name: value}."""
-    return _FORWARD_SIGNATURE.bind(*args, **(kwargs or {})).arguments
-
-
-@attention_forward_op.register_fake
-def _(*args, **kwargs):
-    a = _by_name(args, kwargs)
-    q = a["q"]
-    return (q.new_empty(spike_shape(q.shape, a["out_blhd"])),
-            q.new_empty((0,)) if a["recompute"] else q.new_empty(q.shape))
-
-
-@torch.library.custom_op("spike_kernels::attention_backward", mutates_args=())
-def attention_backward_op(
-    grad_s: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_mask: torch.Tensor | None,
-    saved_h: torch.Tensor,
-    scale: float,
-    causal: bool,
-    kv_order: bool,
-    tau: float,
-    decay_input: bool,
-    v_threshold: float,
-    v_reset: float | None,
-    detach_reset: bool,
-    surrogate: str,
-    alpha: float,
-    recompute: bool,
-    out_blhd: bool,
-    use_triton: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@custom_op("spike_kernels::attention_backward", _BackwardArgs,
+           tuple[torch.Tensor, torch.Tensor, torch.Tensor])
+def attention_backward_op(a: _BackwardArgs):
     """(dq, dk, dv), contiguous, in q's dtype. ``saved_h`` is ignored when ``recompute``."""
-    p = _params(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
-    if use_triton:
-        from .attention_triton import attention_backward_triton as backward
-    else:
-        backward = attention_torch.attention_backward_torch
-    with _no_autocast(q.device):
-        return backward(grad_s, q, k, v, key_mask, saved_h, p, scale, causal, kv_order,
-                        recompute, out_blhd)
+    c = a.config
+    _, backward = _implementation(c.use_triton)
+    with _no_autocast(a.q.device):
+        return backward(a.grad_s, a.q, a.k, a.v, a.key_mask, a.saved_h, c.neuron.params(),
+                        c.scale, c.causal, c.kv_order, c.recompute, c.out_blhd)
 
 
-@attention_backward_op.register_fake
-def _(grad_s, q, *args, **kwargs):
+@register_fake(attention_backward_op, _BackwardArgs)
+def _(a: _BackwardArgs):
+    q = a.q
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    a = _by_name(inputs)
-    # everything but the tensors, by name: the backward op takes the same keywords
-    ctx.config = {name: a[name] for name in _FORWARD_ARGS if name not in _TENSOR_ARGS}
-    ctx.save_for_backward(a["q"], a["k"], a["v"], a["key_mask"],
-                          None if a["recompute"] else output[1])
+    a: _ForwardArgs = unflatten(_ForwardArgs, inputs)
+    ctx.config = a.config  # everything but the tensors, by name
+    ctx.save_for_backward(a.q, a.k, a.v, a.key_mask,
+                          None if a.config.recompute else output[1])
 
 
 def _backward(ctx, grad_s, _grad_h):
     q, k, v, key_mask, saved_h = ctx.saved_tensors
+    config: _Config = ctx.config
     if grad_s is None:
-        grad_s = q.new_zeros(spike_shape(q.shape, ctx.config["out_blhd"]))
+        grad_s = q.new_zeros(spike_shape(q.shape, config.out_blhd))
     if saved_h is None:
         saved_h = q.new_empty(0)
-    dq, dk, dv = attention_backward_op(grad_s, q, k, v, key_mask, saved_h, **ctx.config)
-    return (dq, dk, dv) + (None,) * (len(_FORWARD_ARGS) - 3)
+    dq, dk, dv = attention_backward_op(*flatten(_BackwardArgs(
+        grad_s=grad_s, q=q, k=k, v=v, key_mask=key_mask, saved_h=saved_h, config=config)))
+    return (dq, dk, dv) + (None,) * (len(fields(_ForwardArgs)) - 3)
 
 
 attention_forward_op.register_autograd(_backward, setup_context=_setup_context)
@@ -336,11 +324,9 @@ def spiking_attention(
     kv_order = choose_order(order, L, D, causal, use_triton)
     if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         recompute = True  # no backward: do not write H at all
-    s, _ = attention_forward_op(
-        q, k, v, key_mask, scale, causal, kv_order, p.tau, p.decay_input, p.v_threshold,
-        p.v_reset, p.detach_reset, p.surrogate.name, p.surrogate.alpha, recompute, out_blhd,
-        use_triton,
-    )
+    config = _Config(scale=scale, causal=causal, kv_order=kv_order, neuron=NeuronArgs.of(p),
+                     recompute=recompute, out_blhd=out_blhd, use_triton=use_triton)
+    s, _ = attention_forward_op(*flatten(_ForwardArgs(q, k, v, key_mask, config)))
     if not return_attention:
         return s
     return s, attention_map(q, k, attention_mask, causal, attention_time_step)

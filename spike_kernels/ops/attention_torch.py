@@ -109,7 +109,7 @@ def attention_backward_torch(
         h_view.copy_(saved_h.view(q.shape))
     gs_flat, gs_view = _flat(q.shape, cdt, q.device)
     gs_view.copy_(from_layout(grad_s, q.shape, out_blhd))
-    g, _ = lif_torch.lif_backward_torch(gs_flat, None, None, h_seq, p, cdt)  # dL/dY
+    g, _ = lif_torch.lif_backward_torch(gs_flat, None, None, h_seq, None, p, cdt)  # dL/dY
     g = g.view(q.shape)
     qc, kc, vc = _operands(q, k, v, key_mask)
     if kv_order:

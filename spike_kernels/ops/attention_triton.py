@@ -92,8 +92,66 @@ def _mask_scores(sc, mask_row, offs_m, offs_n, sm_l, n_ok,
     return sc
 
 
+@triton.jit
+def _program_block(NH, L, D, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's batch*head ``pid_bh`` (of ``BH``; batch ``b``, head ``hh``) and block of
+    ``BLOCK`` rows (queries or keys, by ``program_id(1)``): ``(pid_bh, BH, b, hh, offs,
+    offs_d, ok, d_ok, tile_ok, idx)`` with ``idx`` the rows as int64 ``[BLOCK, 1]``."""
+    pid_bh = tl.program_id(0).to(tl.int64)
+    BH = tl.num_programs(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    ok = offs < L
+    d_ok = offs_d < D
+    return (pid_bh, BH, pid_bh // NH, pid_bh % NH, offs, offs_d, ok, d_ok,
+            ok[:, None] & d_ok[None, :], offs.to(tl.int64)[:, None])
+
+
+@triton.jit
+def _masked_scores_dot(a, b_head, sb_l, sb_d, c_head, sc_l, sc_d, mask_row, sm_l, offs_m,
+                       offs_d, d_ok, L, n_end,
+                       HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
+                       DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``((a B^T) ⊙ M) C`` (fp32 ``[BLOCK_M, BLOCK_D]``) key block by key block up to
+    ``n_end``, with M the key mask (and the causal one): the forward's ``(Q K^T) V`` and
+    dQ's ``(G V^T) K``."""
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(0, n_end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < L
+        cols = offs_n.to(tl.int64)[:, None]
+        nd_ok = n_ok[:, None] & d_ok[None, :]
+        bt = tl.load(b_head + cols * sb_l + offs_d[None, :] * sb_d, mask=nd_ok, other=0.0)
+        c = tl.load(c_head + cols * sc_l + offs_d[None, :] * sc_d, mask=nd_ok, other=0.0)
+        sc = _mma(a, tl.trans(bt), None, DOT_PRECISION, UPCAST)
+        sc = _mask_scores(sc, mask_row, offs_m, offs_n, sm_l, n_ok, HAS_MASK, CAUSAL)
+        acc = _mma(sc.to(c.dtype), c, acc, DOT_PRECISION, UPCAST)
+    return acc
+
+
+@triton.jit
+def _kept_keys(mask_row, offs_n, sm_l, n_ok, HAS_MASK: tl.constexpr):
+    """The keys of the block that exist and are not padding."""
+    keep = n_ok
+    if HAS_MASK:
+        km = tl.load(mask_row + offs_n * sm_l, mask=n_ok, other=0.0)
+        keep = keep & (km != 0)
+    return keep
+
+
+@triton.jit
+def _store_dk_dv(dk, dv, keep, scale, dk_ptr, dv_ptr, c_tile, nd_ok):
+    """dK and dV of a key block: scaled, zero on padded keys."""
+    dk = tl.where(keep[:, None], dk * scale, 0.0)
+    dv = tl.where(keep[:, None], dv * scale, 0.0)
+    tl.store(dk_ptr + c_tile, dk.to(dk_ptr.dtype.element_ty), mask=nd_ok)
+    tl.store(dv_ptr + c_tile, dv.to(dv_ptr.dtype.element_ty), mask=nd_ok)
+
+
 @triton.jit(do_not_specialize=["T", "L"])
 def _attn_fwd_kernel(
+
     q_ptr, k_ptr, v_ptr, mask_ptr, kv_ptr, s_ptr, h_ptr,
     sq_t, sq_b, sq_h, sq_l, sq_d,
     sk_t, sk_b, sk_h, sk_l, sk_d,
@@ -108,17 +166,9 @@ def _attn_fwd_kernel(
     UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_bh, BH, b, hh, offs_m, offs_d, _, d_ok, md_ok, rows = _program_block(
+        NH, L, D, BLOCK_M, BLOCK_D)
     pid_m = tl.program_id(1)
-    BH = tl.num_programs(0).to(tl.int64)
-    b = pid_bh // NH
-    hh = pid_bh % NH
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok = offs_m < L
-    d_ok = offs_d < D
-    md_ok = m_ok[:, None] & d_ok[None, :]
-    rows = offs_m.to(tl.int64)[:, None]
     q_tile = q_ptr + b * sq_b + hh * sq_h + rows * sq_l + offs_d[None, :] * sq_d
     s_tile = s_ptr + b * ss_b + hh * ss_h + rows * ss_l + offs_d[None, :] * ss_d
     h_tile = h_ptr + pid_bh * L * D + rows * D + offs_d[None, :]
@@ -140,17 +190,9 @@ def _attn_fwd_kernel(
             acc = _dot_f32(q, kv, SPLIT, DOT_PRECISION, UPCAST)
             kv_tile += BH * D * D
         else:
-            acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-            for start_n in range(0, n_end, BLOCK_N):
-                offs_n = start_n + tl.arange(0, BLOCK_N)
-                n_ok = offs_n < L
-                cols = offs_n.to(tl.int64)[:, None]
-                nd_ok = n_ok[:, None] & d_ok[None, :]
-                k = tl.load(k_head + cols * sk_l + offs_d[None, :] * sk_d, mask=nd_ok, other=0.0)
-                v = tl.load(v_head + cols * sv_l + offs_d[None, :] * sv_d, mask=nd_ok, other=0.0)
-                sc = _mma(q, tl.trans(k), None, DOT_PRECISION, UPCAST)
-                sc = _mask_scores(sc, mask_row, offs_m, offs_n, sm_l, n_ok, HAS_MASK, CAUSAL)
-                acc = _mma(sc.to(v.dtype), v, acc, DOT_PRECISION, UPCAST)
+            acc = _masked_scores_dot(q, k_head, sk_l, sk_d, v_head, sv_l, sv_d, mask_row, sm_l,
+                                     offs_m, offs_d, d_ok, L, n_end, HAS_MASK, CAUSAL,
+                                     DOT_PRECISION, UPCAST, BLOCK_M, BLOCK_N, BLOCK_D)
             k_head += sk_t
             v_head += sv_t
         h = charge(vmem, acc * scale, tau, v_reset, DECAY_INPUT)
@@ -225,17 +267,9 @@ def _attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Reverse-time LIF backward (G = dL/dY, stored) fused with dQ for one query block."""
-    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_bh, BH, b, hh, offs_m, offs_d, _, d_ok, md_ok, rows = _program_block(
+        NH, L, D, BLOCK_M, BLOCK_D)
     pid_m = tl.program_id(1)
-    BH = tl.num_programs(0).to(tl.int64)
-    b = pid_bh // NH
-    hh = pid_bh % NH
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok = offs_m < L
-    d_ok = offs_d < D
-    md_ok = m_ok[:, None] & d_ok[None, :]
-    rows = offs_m.to(tl.int64)[:, None]
     last = (T - 1).to(tl.int64)
     gs_tile = gs_ptr + last * sg_t + b * sg_b + hh * sg_h + rows * sg_l + offs_d[None, :] * sg_d
     # h, g and dq are contiguous [T, B, H, L, Dh]
@@ -269,17 +303,9 @@ def _attn_bwd_dq_kernel(
             dq = _dot_f32(g, kv_t, SPLIT, DOT_PRECISION, UPCAST)
             kv_tile -= BH * D * D
         else:
-            dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-            for start_n in range(0, n_end, BLOCK_N):
-                offs_n = start_n + tl.arange(0, BLOCK_N)
-                n_ok = offs_n < L
-                cols = offs_n.to(tl.int64)[:, None]
-                nd_ok = n_ok[:, None] & d_ok[None, :]
-                k = tl.load(k_head + cols * sk_l + offs_d[None, :] * sk_d, mask=nd_ok, other=0.0)
-                v = tl.load(v_head + cols * sv_l + offs_d[None, :] * sv_d, mask=nd_ok, other=0.0)
-                dp = _mma(g, tl.trans(v), None, DOT_PRECISION, UPCAST)
-                dp = _mask_scores(dp, mask_row, offs_m, offs_n, sm_l, n_ok, HAS_MASK, CAUSAL)
-                dq = _mma(dp.to(k.dtype), k, dq, DOT_PRECISION, UPCAST)
+            dq = _masked_scores_dot(g, v_head, sv_l, sv_d, k_head, sk_l, sk_d, mask_row, sm_l,
+                                    offs_m, offs_d, d_ok, L, n_end, HAS_MASK, CAUSAL,
+                                    DOT_PRECISION, UPCAST, BLOCK_M, BLOCK_N, BLOCK_D)
             k_head -= sk_t
             v_head -= sv_t
         tl.store(dq_ptr + c_tile, (dq * scale).to(dq_ptr.dtype.element_ty), mask=md_ok)
@@ -300,17 +326,8 @@ def _attn_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """``(Q K^T) V`` order: dK and dV of one key block, walking the query blocks."""
-    pid_bh = tl.program_id(0).to(tl.int64)
-    pid_n = tl.program_id(1)
-    BH = tl.num_programs(0).to(tl.int64)
-    b = pid_bh // NH
-    hh = pid_bh % NH
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    n_ok = offs_n < L
-    d_ok = offs_d < D
-    nd_ok = n_ok[:, None] & d_ok[None, :]
-    cols = offs_n.to(tl.int64)[:, None]
+    pid_bh, BH, b, hh, offs_n, offs_d, n_ok, d_ok, nd_ok, cols = _program_block(
+        NH, L, D, BLOCK_N, BLOCK_D)
     k_tile = k_ptr + b * sk_b + hh * sk_h + cols * sk_l + offs_d[None, :] * sk_d
     v_tile = v_ptr + b * sv_b + hh * sv_h + cols * sv_l + offs_d[None, :] * sv_d
     q_head = q_ptr + b * sq_b + hh * sq_h
@@ -318,12 +335,9 @@ def _attn_bwd_dkdv_kernel(
     g_head = g_ptr + pid_bh * L * D
     c_tile = pid_bh * L * D + cols * D + offs_d[None, :]
     c_step = BH * L * D
-    keep = n_ok
-    if HAS_MASK:
-        km = tl.load(mask_ptr + b * sm_b + offs_n * sm_l, mask=n_ok, other=0.0)
-        keep = keep & (km != 0)
+    keep = _kept_keys(mask_ptr + b * sm_b, offs_n, sm_l, n_ok, HAS_MASK)
     if CAUSAL:
-        m_start = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M
+        m_start = (tl.program_id(1) * BLOCK_N // BLOCK_M) * BLOCK_M
     else:
         m_start = 0
     for _ in range(T):
@@ -346,10 +360,7 @@ def _attn_bwd_dkdv_kernel(
                 dp_t = tl.where(future, dp_t, 0.0)
             dv = _mma(p_t.to(g.dtype), g, dv, DOT_PRECISION, UPCAST)
             dk = _mma(dp_t.to(q.dtype), q, dk, DOT_PRECISION, UPCAST)
-        dk = tl.where(keep[:, None], dk * scale, 0.0)
-        dv = tl.where(keep[:, None], dv * scale, 0.0)
-        tl.store(dk_ptr + c_tile, dk.to(dk_ptr.dtype.element_ty), mask=nd_ok)
-        tl.store(dv_ptr + c_tile, dv.to(dv_ptr.dtype.element_ty), mask=nd_ok)
+        _store_dk_dv(dk, dv, keep, scale, dk_ptr, dv_ptr, c_tile, nd_ok)
         k_tile += sk_t
         v_tile += sv_t
         q_head += sq_t
@@ -369,27 +380,15 @@ def _attn_bwd_dkdv_kv_kernel(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """``Q (K^T V)`` order: ``dK = scale V' W^T``, ``dV = scale K' W`` with ``W_t = Q^T G``."""
-    pid_bh = tl.program_id(0).to(tl.int64)
-    pid_n = tl.program_id(1)
-    BH = tl.num_programs(0).to(tl.int64)
-    b = pid_bh // NH
-    hh = pid_bh % NH
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    n_ok = offs_n < L
-    d_ok = offs_d < D
-    nd_ok = n_ok[:, None] & d_ok[None, :]
+    pid_bh, BH, b, hh, offs_n, offs_d, n_ok, d_ok, nd_ok, cols = _program_block(
+        NH, L, D, BLOCK_N, BLOCK_D)
     dd_ok = d_ok[:, None] & d_ok[None, :]
-    cols = offs_n.to(tl.int64)[:, None]
     k_tile = k_ptr + b * sk_b + hh * sk_h + cols * sk_l + offs_d[None, :] * sk_d
     v_tile = v_ptr + b * sv_b + hh * sv_h + cols * sv_l + offs_d[None, :] * sv_d
     w_tile = w_ptr + pid_bh * D * D + offs_d[:, None] * D + offs_d[None, :]
     w_t_tile = w_ptr + pid_bh * D * D + offs_d[None, :] * D + offs_d[:, None]
     c_tile = pid_bh * L * D + cols * D + offs_d[None, :]
-    keep = n_ok
-    if HAS_MASK:
-        km = tl.load(mask_ptr + b * sm_b + offs_n * sm_l, mask=n_ok, other=0.0)
-        keep = keep & (km != 0)
+    keep = _kept_keys(mask_ptr + b * sm_b, offs_n, sm_l, n_ok, HAS_MASK)
     for _ in range(T):
         k = tl.load(k_tile, mask=nd_ok, other=0.0)
         v = tl.load(v_tile, mask=nd_ok, other=0.0)
@@ -397,10 +396,7 @@ def _attn_bwd_dkdv_kv_kernel(
         w_t = tl.load(w_t_tile, mask=dd_ok, other=0.0)
         dv = _dot_f32(k, w, SPLIT, DOT_PRECISION, UPCAST)
         dk = _dot_f32(v, w_t, SPLIT, DOT_PRECISION, UPCAST)
-        dk = tl.where(keep[:, None], dk * scale, 0.0)
-        dv = tl.where(keep[:, None], dv * scale, 0.0)
-        tl.store(dk_ptr + c_tile, dk.to(dk_ptr.dtype.element_ty), mask=nd_ok)
-        tl.store(dv_ptr + c_tile, dv.to(dv_ptr.dtype.element_ty), mask=nd_ok)
+        _store_dk_dv(dk, dv, keep, scale, dk_ptr, dv_ptr, c_tile, nd_ok)
         k_tile += sk_t
         v_tile += sv_t
         w_tile += BH * D * D

@@ -16,8 +16,9 @@ import torch
 
 from ..backend import resolve_backend
 from ..params import NeuronParams, check_bool, check_float_dtype, check_tensor
-from ..surrogate import Surrogate, get_surrogate
+from ..surrogate import Surrogate
 from . import lif_torch
+from .op_args import NeuronArgs, custom_op, fields, flatten, register_fake, unflatten
 
 __all__ = ["check_tensor", "lif"]
 
@@ -25,27 +26,22 @@ _EMPTY: tuple[int, ...] = (0,)
 
 
 class _Neuron(NamedTuple):
-    """The neuron arguments of both custom ops, in schema order (after the tensors)."""
+    """The neuron arguments of both custom ops, in schema order."""
 
-    tau: float
-    decay_input: bool
-    v_threshold: float
-    v_reset: float | None
-    detach_reset: bool
-    surrogate: str
-    alpha: float
+    base: NeuronArgs
     convention: str
     beta: float | None
 
     @classmethod
     def of(cls, p: NeuronParams) -> _Neuron:
-        return cls(p.tau, p.decay_input, p.v_threshold, p.v_reset, p.detach_reset,
-                   p.surrogate.name, p.surrogate.alpha, p.convention, p.beta)
+        return cls(NeuronArgs.of(p), p.convention, p.beta)
 
 
-class _Forward(NamedTuple):
-    """All non-tensor arguments of ``lif_forward``, read by name in autograd."""
+class _ForwardArgs(NamedTuple):
+    """``lif_forward``'s arguments (its schema, in order)."""
 
+    x: torch.Tensor
+    v_init: torch.Tensor | None
     neuron: _Neuron
     spike_dtype: torch.dtype
     recompute: bool
@@ -53,17 +49,23 @@ class _Forward(NamedTuple):
     use_triton: bool
 
 
-def _forward_config(args: tuple) -> _Forward:
-    """``lif_forward``'s arguments after (x, v_init), by name."""
-    k = len(_Neuron._fields)
-    return _Forward(_Neuron(*args[:k]), *args[k:])
+class _BackwardArgs(NamedTuple):
+    """``lif_backward``'s arguments (its schema, in order)."""
+
+    grad_s: torch.Tensor
+    grad_v_last: torch.Tensor | None
+    grad_v_seq: torch.Tensor | None
+    saved: torch.Tensor
+    v_init: torch.Tensor | None
+    neuron: _Neuron
+    recompute: bool
+    use_triton: bool
 
 
 @functools.lru_cache(maxsize=256)
 def _params(n: _Neuron) -> NeuronParams:
     """NeuronParams from the ops' scalar arguments (validated once per distinct neuron)."""
-    return NeuronParams(n.tau, n.decay_input, n.v_threshold, n.v_reset, n.detach_reset,
-                        get_surrogate(n.surrogate, n.alpha), n.convention, n.beta)
+    return n.base.params(convention=n.convention, beta=n.beta)
 
 
 @functools.lru_cache(maxsize=256, typed=True)
@@ -91,87 +93,48 @@ def _triton():
     return lif_triton
 
 
-@torch.library.custom_op("spike_kernels::lif_forward", mutates_args=())
-def lif_forward_op(
-    x: torch.Tensor,
-    v_init: torch.Tensor | None,
-    tau: float,
-    decay_input: bool,
-    v_threshold: float,
-    v_reset: float | None,
-    detach_reset: bool,
-    surrogate: str,
-    alpha: float,
-    convention: str,
-    beta: float | None,
-    spike_dtype: torch.dtype,
-    recompute: bool,
-    want_v_seq: bool,
-    use_triton: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@custom_op("spike_kernels::lif_forward", _ForwardArgs,
+           tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor])
+def lif_forward_op(a: _ForwardArgs):
     """(spikes in spike_dtype, v_last, saved H or empty, v_seq or empty)."""
-    p = _params(_Neuron(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
-                        convention, beta))
-    if use_triton:
-        return _triton().lif_forward_triton(x, v_init, p, not recompute, want_v_seq, spike_dtype)
-    return lif_torch.lif_forward_torch(x, v_init, p, not recompute, want_v_seq, spike_dtype)
+    forward = _triton().lif_forward_triton if a.use_triton else lif_torch.lif_forward_torch
+    return forward(a.x, a.v_init, _params(a.neuron), not a.recompute, a.want_v_seq,
+                   a.spike_dtype)
 
 
-@lif_forward_op.register_fake
-def _(x, v_init, *args):
-    cfg = _forward_config(args)
+@register_fake(lif_forward_op, _ForwardArgs)
+def _(a: _ForwardArgs):
+    x = a.x
     # contiguous, as both implementations allocate them (empty_like would keep x's strides)
     return (
-        x.new_empty(x.shape, dtype=cfg.spike_dtype),
+        x.new_empty(x.shape, dtype=a.spike_dtype),
         x.new_empty(x.shape[1:]),
-        x.new_empty(_EMPTY) if cfg.recompute else x.new_empty(x.shape),
-        x.new_empty(x.shape) if cfg.want_v_seq else x.new_empty(_EMPTY),
+        x.new_empty(_EMPTY) if a.recompute else x.new_empty(x.shape),
+        x.new_empty(x.shape) if a.want_v_seq else x.new_empty(_EMPTY),
     )
 
 
-@torch.library.custom_op("spike_kernels::lif_backward", mutates_args=())
-def lif_backward_op(
-    grad_s: torch.Tensor,
-    grad_v_last: torch.Tensor | None,
-    grad_v_seq: torch.Tensor | None,
-    saved: torch.Tensor,
-    v_init: torch.Tensor | None,
-    tau: float,
-    decay_input: bool,
-    v_threshold: float,
-    v_reset: float | None,
-    detach_reset: bool,
-    surrogate: str,
-    alpha: float,
-    convention: str,
-    beta: float | None,
-    recompute: bool,
-    use_triton: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
+@custom_op("spike_kernels::lif_backward", _BackwardArgs, tuple[torch.Tensor, torch.Tensor])
+def lif_backward_op(a: _BackwardArgs):
     """(grad_x, grad_v_init) in x's dtype. ``saved`` is H, or x itself when ``recompute``."""
-    p = _params(_Neuron(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
-                        convention, beta))
-    if use_triton:
-        return _triton().lif_backward_triton(grad_s, grad_v_last, grad_v_seq, saved, v_init, p,
-                                             recompute)
-    if recompute:
-        return lif_torch.lif_backward_recompute_torch(grad_s, grad_v_last, grad_v_seq, saved,
-                                                      v_init, p, saved.dtype)
-    return lif_torch.lif_backward_torch(grad_s, grad_v_last, grad_v_seq, saved, p, saved.dtype,
-                                        v_init=v_init)
+    p = _params(a.neuron)
+    if a.use_triton:
+        return _triton().lif_backward_triton(a.grad_s, a.grad_v_last, a.grad_v_seq, a.saved,
+                                             a.v_init, p, a.recompute)
+    return lif_torch.lif_backward_torch(a.grad_s, a.grad_v_last, a.grad_v_seq, a.saved,
+                                        a.v_init, p, a.saved.dtype, a.recompute)
 
 
-@lif_backward_op.register_fake
-def _(grad_s, grad_v_last, grad_v_seq, saved, *args):
-    return saved.new_empty(saved.shape), saved.new_empty(saved.shape[1:])
+@register_fake(lif_backward_op, _BackwardArgs)
+def _(a: _BackwardArgs):
+    return a.saved.new_empty(a.saved.shape), a.saved.new_empty(a.saved.shape[1:])
 
 
 def _setup_context(ctx, inputs, output):
-    x, v_init, *args = inputs
-    cfg = _forward_config(args)
-    ctx.cfg = cfg
-    ctx.has_v_init = v_init is not None
-    ctx.save_for_backward(x if cfg.recompute else output[2], v_init)
+    a: _ForwardArgs = unflatten(_ForwardArgs, inputs)
+    ctx.cfg = a._replace(x=None, v_init=None)  # the non-tensor arguments, by name
+    ctx.has_v_init = a.v_init is not None
+    ctx.save_for_backward(a.x if a.recompute else output[2], a.v_init)
     # Unused outputs get None, not zeros: autograd would otherwise fill a [T, ...] zero
     # gradient for the saved-H output (and v_last) in every backward.
     ctx.set_materialize_grads(False)
@@ -179,14 +142,14 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_s, grad_v_last, _grad_h, grad_v_seq):
     saved, v_init = ctx.saved_tensors
-    cfg: _Forward = ctx.cfg
+    cfg: _ForwardArgs = ctx.cfg
     if grad_s is None:
         grad_s = torch.zeros_like(saved)
-    grad_x, grad_v_init = lif_backward_op(
-        grad_s, grad_v_last, grad_v_seq if cfg.want_v_seq else None, saved, v_init,
-        *cfg.neuron, cfg.recompute, cfg.use_triton,
-    )
-    n_args = len(_Neuron._fields) + len(_Forward._fields) - 1
+    grad_x, grad_v_init = lif_backward_op(*flatten(_BackwardArgs(
+        grad_s=grad_s, grad_v_last=grad_v_last,
+        grad_v_seq=grad_v_seq if cfg.want_v_seq else None, saved=saved, v_init=v_init,
+        neuron=cfg.neuron, recompute=cfg.recompute, use_triton=cfg.use_triton)))
+    n_args = len(fields(_ForwardArgs)) - 2
     return (grad_x, grad_v_init if ctx.has_v_init else None) + (None,) * n_args
 
 
@@ -281,11 +244,10 @@ def lif(
     # Where no gradient can flow (inference, no_grad), save nothing: H would never be read.
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or (v_init is not None and v_init.requires_grad))
-    s, v_last, _, v_seq = lif_forward_op(
-        x, v_init, *_Neuron.of(p), spike_dtype,
-        check_bool("recompute", recompute) or not needs_grad,
-        check_bool("return_v_seq", return_v_seq), use_triton,
-    )
+    s, v_last, _, v_seq = lif_forward_op(*flatten(_ForwardArgs(
+        x=x, v_init=v_init, neuron=_Neuron.of(p), spike_dtype=spike_dtype,
+        recompute=check_bool("recompute", recompute) or not needs_grad,
+        want_v_seq=check_bool("return_v_seq", return_v_seq), use_triton=use_triton)))
     if not (check_bool("return_v", return_v) or return_v_seq):
         return s
     return (s,) + ((v_last,) if return_v else ()) + ((v_seq,) if return_v_seq else ())

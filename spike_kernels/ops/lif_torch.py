@@ -321,32 +321,23 @@ def lif_backward_torch(
     grad_s: torch.Tensor,
     grad_v_last: torch.Tensor | None,
     grad_v_seq: torch.Tensor | None,
-    h_seq: torch.Tensor,
-    p: NeuronParams,
-    v_dtype: torch.dtype,
-    v_init: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(grad_x, grad_v_init)``, both in ``v_dtype``, from the saved (or recomputed)
-    ``h_seq``. ``grad_s`` may come in another dtype (the spikes'). ``v_init`` is needed by
-    the snnTorch zero reset (the reset of step 0 is ``v_init > V_th``)."""
-    return _backward(grad_s, grad_v_last, grad_v_seq, h_seq, None, v_init, p, v_dtype)
-
-
-@torch.no_grad()
-def lif_backward_recompute_torch(
-    grad_s: torch.Tensor,
-    grad_v_last: torch.Tensor | None,
-    grad_v_seq: torch.Tensor | None,
-    x: torch.Tensor,
+    saved: torch.Tensor,
     v_init: torch.Tensor | None,
     p: NeuronParams,
     v_dtype: torch.dtype,
+    recompute: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lif_backward_torch`` for ``recompute=True``, bit-identical to ``recompute_h_torch``
-    followed by it, without storing H: a first pass over x keeps only the state at each
-    chunk start (one row per MAX_UNROLL steps), then each chunk's backward kernel recomputes
-    its H from x and that state (reads X twice and dL/dS once, writes dL/dX)."""
-    return _backward(grad_s, grad_v_last, grad_v_seq, None, x, v_init, p, v_dtype)
+    """Return ``(grad_x, grad_v_init)``, both in ``v_dtype``, from ``saved``: the saved (or
+    recomputed) H, or with ``recompute`` x itself. ``grad_s`` may come in another dtype (the
+    spikes'). ``v_init`` is needed by the snnTorch zero reset (the reset of step 0 is
+    ``v_init > V_th``) and by ``recompute``.
+
+    ``recompute`` is bit-identical to ``recompute_h_torch`` followed by the backward from H,
+    without storing H: a first pass over x keeps only the state at each chunk start (one row
+    per MAX_UNROLL steps), then each chunk's backward kernel recomputes its H from x and that
+    state (reads X twice and dL/dS once, writes dL/dX)."""
+    h_seq, x = (None, saved) if recompute else (saved, None)
+    return _backward(grad_s, grad_v_last, grad_v_seq, h_seq, x, v_init, p, v_dtype)
 
 
 def _backward(grad_s, grad_v_last, grad_v_seq, h_seq, x, v_init, p: NeuronParams, v_dtype):

@@ -60,6 +60,36 @@ def _initial(v_init_ptr, offs, mask, v_start, HAS_V_INIT: tl.constexpr, BLOCK: t
     return v
 
 
+@triton.jit
+def _forward_sweep(
+    x_ptr, v_init_ptr, s_ptr, h_ptr, v_seq_ptr, offs, mask,
+    T, N, tau, decay, v_threshold, v_reset, v_start, h_below, h_above,
+    HAS_V_INIT: tl.constexpr, STORE_S: tl.constexpr, STORE_H: tl.constexpr,
+    NARROW_H: tl.constexpr, STORE_V_SEQ: tl.constexpr, DECAY_INPUT: tl.constexpr,
+    HARD_RESET: tl.constexpr, SNNTORCH: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """The neurons ``offs`` from V[-1] through t = 0..T-1, storing S, H (as saved for
+    backward) and V where asked; returns V[T-1]. The forward kernel's loop, and the
+    backward kernel's with ``RECOMPUTE`` (H only, bit-identical to the forward's)."""
+    v = _initial(v_init_ptr, offs, mask, v_start, HAS_V_INIT, BLOCK)
+    step = offs
+    for _ in range(T):
+        x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
+        fired, h, v = neuron_step(v, x, tau, decay, v_threshold, v_reset,
+                                  DECAY_INPUT, HARD_RESET, SNNTORCH)
+        if STORE_S:
+            # via fp32: the interpreter cannot cast int1 to bfloat16 directly
+            spike = tl.where(fired, 1.0, 0.0)
+            tl.store(s_ptr + step, spike.to(s_ptr.dtype.element_ty), mask=mask)
+        if STORE_H:
+            h = _narrow_h(h, fired, h_below, h_above, NARROW_H)
+            tl.store(h_ptr + step, h.to(h_ptr.dtype.element_ty), mask=mask)
+        if STORE_V_SEQ:
+            tl.store(v_seq_ptr + step, v.to(v_seq_ptr.dtype.element_ty), mask=mask)
+        step += N
+    return v
+
+
 @triton.jit(do_not_specialize=["T"])
 def _lif_forward_kernel(
     x_ptr, v_init_ptr, s_ptr, h_ptr, v_seq_ptr, v_last_ptr,
@@ -72,21 +102,11 @@ def _lif_forward_kernel(
     beta (unused by SpikingJelly's charge, which divides by tau)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    v = _initial(v_init_ptr, offs, mask, v_start, HAS_V_INIT, BLOCK)
-    step = offs
-    for _ in range(T):
-        x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
-        fired, h, v = neuron_step(v, x, tau, decay, v_threshold, v_reset,
-                                  DECAY_INPUT, HARD_RESET, SNNTORCH)
-        # via fp32: the interpreter cannot cast int1 to bfloat16 directly
-        spike = tl.where(fired, 1.0, 0.0)
-        tl.store(s_ptr + step, spike.to(s_ptr.dtype.element_ty), mask=mask)
-        if STORE_H:
-            h = _narrow_h(h, fired, h_below, h_above, NARROW_H)
-            tl.store(h_ptr + step, h.to(h_ptr.dtype.element_ty), mask=mask)
-        if STORE_V_SEQ:
-            tl.store(v_seq_ptr + step, v.to(v_seq_ptr.dtype.element_ty), mask=mask)
-        step += N
+    v = _forward_sweep(x_ptr, v_init_ptr, s_ptr, h_ptr, v_seq_ptr, offs, mask,
+                       T, N, tau, decay, v_threshold, v_reset, v_start, h_below, h_above,
+                       HAS_V_INIT=HAS_V_INIT, STORE_S=True, STORE_H=STORE_H,
+                       NARROW_H=NARROW_H, STORE_V_SEQ=STORE_V_SEQ, DECAY_INPUT=DECAY_INPUT,
+                       HARD_RESET=HARD_RESET, SNNTORCH=SNNTORCH, BLOCK=BLOCK)
     tl.store(v_last_ptr + offs, v.to(v_last_ptr.dtype.element_ty), mask=mask)
 
 
@@ -105,16 +125,12 @@ def _lif_backward_kernel(
     just before dL/dX[t] overwrites it), exactly as the forward kernel saves it."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    if RECOMPUTE:
-        v = _initial(v_init_ptr, offs, mask, v_start, HAS_V_INIT, BLOCK)
-        step = offs
-        for _ in range(T):
-            x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
-            fired, h, v = neuron_step(v, x, tau, decay, v_threshold, v_reset,
-                                      DECAY_INPUT, HARD_RESET, SNNTORCH)
-            h = _narrow_h(h, fired, h_below, h_above, NARROW_H)
-            tl.store(h_ptr + step, h.to(h_ptr.dtype.element_ty), mask=mask)
-            step += N
+    if RECOMPUTE:  # H only (the S and V pointers are unused)
+        _forward_sweep(x_ptr, v_init_ptr, h_ptr, h_ptr, h_ptr, offs, mask,
+                       T, N, tau, decay, v_threshold, v_reset, v_start, h_below, h_above,
+                       HAS_V_INIT=HAS_V_INIT, STORE_S=False, STORE_H=True,
+                       NARROW_H=NARROW_H, STORE_V_SEQ=False, DECAY_INPUT=DECAY_INPUT,
+                       HARD_RESET=HARD_RESET, SNNTORCH=SNNTORCH, BLOCK=BLOCK)
     if HAS_GRAD_V_LAST:
         grad_v = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import torch
 
 from .files import check_utf8
-from .tasks import DATA_ENV_VAR, SAMPLES_DIR, hub_skip_reason
+from .tasks import DATA_ENV_VAR, SAMPLES_DIR, hub_skip_reason, not_found
 
 __all__ = ["HUB_CORPORA", "SAMPLE_CORPUS", "Corpus", "PackedCorpus", "load_corpus",
            "pack_corpus"]
@@ -155,9 +155,8 @@ def load_corpus(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None =
             hub_id = path_ + (f":{config}" if config else "")
             return Corpus(name=key.replace("/", "_"), hub=hub_id, dataset=ds)
 
-    lines = "\n".join(f"  {i}. {t}" for i, t in enumerate(tried, 1))
-    raise FileNotFoundError(
-        f"corpus {str(spec)!r} not found. Tried, in order:\n{lines}\n"
+    raise not_found(
+        f"corpus {str(spec)!r} not found", tried,
         f"Pass a text file or a folder of .txt files, a name such as corpus_en with --data_dir "
         f"DIR (or {DATA_ENV_VAR}=DIR), 'sample' for the bundled English sample, or a Hub corpus "
         f"({', '.join(sorted(HUB_CORPORA))}).")

@@ -163,6 +163,13 @@ def hub_skip_reason(name: str, allow_hub: bool) -> str | None:
     return None
 
 
+def not_found(what: str, tried: list[str], advice: str) -> FileNotFoundError:
+    """The error of a loader that found nothing: ``what``, the numbered list of places it
+    ``tried`` (in order) and ``advice`` on how to provide the data."""
+    lines = "\n".join(f"  {i}. {t}" for i, t in enumerate(tried, 1))
+    return FileNotFoundError(f"{what}. Tried, in order:\n{lines}\n{advice}")
+
+
 def _normalise_files(files: Mapping[str, str | os.PathLike], spec: TaskSpec) -> dict[str, Path]:
     out: dict[str, Path] = {}
     allowed = {"train", "dev", "test", "all", *spec.local_splits}
@@ -329,9 +336,8 @@ def load_task(name: str | TaskSpec, *, data_dir: str | os.PathLike | None = None
 
     if dd is None:
         layout = "all.jsonl" if spec.seeded_split else "train.jsonl + dev.jsonl"
-        lines = "\n".join(f"  {i}. {t}" for i, t in enumerate(tried, 1))
-        raise FileNotFoundError(
-            f"no data found for task {spec.name!r}. Tried, in order:\n{lines}\n"
+        raise not_found(
+            f"no data found for task {spec.name!r}", tried,
             f"Provide data with --data_dir DIR (or the environment variable {DATA_ENV_VAR}=DIR) "
             f"where DIR/{spec.local_dirs[0]}/ holds {layout} (.csv/.tsv also work), or with "
             f"--train_file/--dev_file[/--test_file] (or --all_file for a seeded split).")

@@ -87,3 +87,19 @@ def threshold_rounding_case(v_threshold, scale, T=2, B=2, H=1, L=1, D=16):
     q[..., 0] = 1
     k[..., 0] = 1
     return q, k, v, dict(v_threshold=v_threshold, scale=scale)
+
+
+def check_threshold_rounding(case, order, device="cpu", **kwargs):
+    """The saved bf16 H keeps the reset mask in ``threshold_rounding_case(*case)``: the op's
+    spikes and gradients (bf16 on ``device``, ``kwargs`` such as the backend) match the
+    reference's."""
+    q, k, v, kw = threshold_rounding_case(*case)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(13))
+    grad_out = (grad_out * 16).round() / 16
+    cast = lambda x: x.to(device, torch.bfloat16)
+    s, grads = op_and_grads(cast(q), cast(k), cast(v), cast(grad_out), order=order, **kw,
+                            **kwargs)
+    s_ref, grads_ref = ref_and_grads(q, k, v, grad_out, **kw)
+    assert_spikes_equal(s.cpu(), s_ref)
+    for name, g, g_ref in zip("qkv", grads, grads_ref, strict=True):
+        assert_grad_close(g.cpu(), g_ref, GRAD_TOL[torch.bfloat16], f"d{name}")

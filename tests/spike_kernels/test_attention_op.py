@@ -12,11 +12,11 @@ from test_attention_common import (
     ROUNDING_CASES,
     assert_grad_close,
     assert_spikes_equal,
+    check_threshold_rounding,
     lengths_mask,
     op_and_grads,
     ref_and_grads,
     spikes,
-    threshold_rounding_case,
 )
 
 import spike_kernels
@@ -168,15 +168,7 @@ def test_exact_on_spikes_beyond_bf16_integers(order, n0, n_fire):
 @pytest.mark.parametrize("case", ROUNDING_CASES, ids=["fires", "rests"])
 @pytest.mark.parametrize("order", ["qk_v", "q_kv"])
 def test_saved_bf16_h_keeps_the_reset_mask(order, case):
-    q, k, v, kw = threshold_rounding_case(*case)
-    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(13))
-    grad_out = (grad_out * 16).round() / 16
-    s, grads = op_and_grads(q.bfloat16(), k.bfloat16(), v.bfloat16(), grad_out.bfloat16(),
-                            order=order, **kw)
-    s_ref, grads_ref = ref_and_grads(q, k, v, grad_out, **kw)
-    assert_spikes_equal(s, s_ref)
-    for name, g, g_ref in zip("qkv", grads, grads_ref, strict=True):
-        assert_grad_close(g, g_ref, GRAD_TOL[torch.bfloat16], f"d{name}")
+    check_threshold_rounding(case, order)
 
 
 def test_return_attention_map():

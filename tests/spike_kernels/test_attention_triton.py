@@ -16,17 +16,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
-from test_attention_common import (
-    GRAD_TOL,
-    ROUNDING_CASES,
-    assert_grad_close,
-    assert_spikes_equal,
-    lengths_mask,
-    op_and_grads,
-    ref_and_grads,
-    spikes,
-    threshold_rounding_case,
-)
+import test_attention_common as common
 
 from spike_kernels import spiking_attention
 from spike_kernels.backend import interpreter_enabled, triton_available
@@ -65,7 +55,7 @@ VARIANTS = [("qk_v", False, None), ("qk_v", True, "lengths"), ("q_kv", False, "l
 
 def _inputs(shape, p, seed):
     gen = torch.Generator().manual_seed(seed)
-    q, k, v = (spikes(shape, torch.float64, p, gen) for _ in range(3))
+    q, k, v = (common.spikes(shape, torch.float64, p, gen) for _ in range(3))
     grad_out = (torch.randn(shape, generator=gen, dtype=torch.float64) * 16).round() / 16
     return q, k, v, grad_out
 
@@ -81,17 +71,17 @@ def test_triton_matches_reference(T, L, D, variant):
     B, H = 3, 1  # several heads: test_triton_layout_strides_recompute
     shape = (T, B, H, L, D)
     q, k, v, grad_out = _inputs(shape, min(0.5, (16.0 / (L * D)) ** (1 / 3)), L * D + T)
-    mask = lengths_mask(B, L, kind)
-    s_ref, grads_ref = ref_and_grads(q, k, v, grad_out, attention_mask=mask, causal=causal)
+    mask = common.lengths_mask(B, L, kind)
+    s_ref, grads_ref = common.ref_and_grads(q, k, v, grad_out, attention_mask=mask, causal=causal)
     for dtype in DTYPES:
         cast = lambda x, dtype=dtype: x.to(DEVICE, dtype)
-        s, grads = op_and_grads(cast(q), cast(k), cast(v), cast(grad_out), backend="triton",
+        s, grads = common.op_and_grads(cast(q), cast(k), cast(v), cast(grad_out), backend="triton",
                                 attention_mask=None if mask is None else mask.to(DEVICE),
                                 causal=causal, order=order)
-        assert_spikes_equal(s.cpu(), s_ref, f"spikes ({dtype})")
+        common.assert_spikes_equal(s.cpu(), s_ref, f"spikes ({dtype})")
         for name, g, g_ref in zip("qkv", grads, grads_ref, strict=True):
             assert g.dtype == dtype
-            assert_grad_close(g.cpu(), g_ref, GRAD_TOL[dtype], f"d{name} ({dtype})")
+            common.assert_grad_close(g.cpu(), g_ref, common.GRAD_TOL[dtype], f"d{name} ({dtype})")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -100,23 +90,23 @@ def test_triton_layout_strides_recompute(dtype):
     projection, and recompute: all equal to the plain call (and to the torch path)."""
     T, B, L, H, D = 2, 2, 20, 3, 16
     gen = torch.Generator().manual_seed(21)
-    qkv = spikes((T, B, L, 3, H, D), dtype, 0.3, gen).to(DEVICE)
+    qkv = common.spikes((T, B, L, 3, H, D), dtype, 0.3, gen).to(DEVICE)
     q, k, v = (qkv[:, :, :, i].permute(0, 1, 3, 2, 4) for i in range(3))
-    mask = lengths_mask(B, L, "lengths").to(DEVICE)
+    mask = common.lengths_mask(B, L, "lengths").to(DEVICE)
     grad_out = torch.randn((T, B, H, L, D), generator=gen).to(DEVICE, dtype)
     grad_blhd = grad_out.permute(0, 1, 3, 2, 4).reshape(T, B, L, H * D)
     contiguous = [x.contiguous() for x in (q, k, v)]
-    s0, g0 = op_and_grads(*contiguous, grad_out, attention_mask=mask, backend="triton")
-    s_cpu, g_cpu = op_and_grads(*contiguous, grad_out, attention_mask=mask, backend="torch")
-    assert_spikes_equal(s0, s_cpu)
+    s0, g0 = common.op_and_grads(*contiguous, grad_out, attention_mask=mask, backend="triton")
+    s_cpu, g_cpu = common.op_and_grads(*contiguous, grad_out, attention_mask=mask, backend="torch")
+    common.assert_spikes_equal(s0, s_cpu)
     for order in ("qk_v", "q_kv"):
-        s1, g1 = op_and_grads(q, k, v, grad_blhd, attention_mask=mask, backend="triton",
+        s1, g1 = common.op_and_grads(q, k, v, grad_blhd, attention_mask=mask, backend="triton",
                               out_layout="blhd", order=order, recompute=True)
         assert s1.shape == (T, B, L, H * D)
-        assert_spikes_equal(s1, s0.permute(0, 1, 3, 2, 4).reshape(T, B, L, H * D))
+        common.assert_spikes_equal(s1, s0.permute(0, 1, 3, 2, 4).reshape(T, B, L, H * D))
         for a, b, c in zip(g1, g0, g_cpu, strict=True):
-            assert_grad_close(a, b, GRAD_TOL[dtype])
-            assert_grad_close(a, c, GRAD_TOL[dtype])
+            common.assert_grad_close(a, b, common.GRAD_TOL[dtype])
+            common.assert_grad_close(a, c, common.GRAD_TOL[dtype])
 
 
 @pytest.mark.parametrize("order", ["qk_v", "q_kv"])
@@ -130,25 +120,16 @@ def test_triton_exact_on_spikes_beyond_bf16_integers(order):
         s = spiking_attention(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE),
                               attention_mask=mask.to(DEVICE), order=order, backend="triton",
                               **kw)
-        assert_spikes_equal(s.cpu(), expected, f"spikes (n0={n0})")
+        common.assert_spikes_equal(s.cpu(), expected, f"spikes (n0={n0})")
 
 
-@pytest.mark.parametrize("case", ROUNDING_CASES, ids=["fires", "rests"])
+@pytest.mark.parametrize("case", common.ROUNDING_CASES, ids=["fires", "rests"])
 @pytest.mark.parametrize("order", ["qk_v", "q_kv"])
 def test_triton_saved_bf16_h_keeps_the_reset_mask(order, case):
     """The kernel clamps the saved bf16 H to the spike's side of the threshold. ("rests"
     only bites on a GPU: the interpreter's fp32 -> bf16 cast truncates instead of rounding
     up.)"""
-    q, k, v, kw = threshold_rounding_case(*case)
-    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(13))
-    grad_out = (grad_out * 16).round() / 16
-    cast = lambda x: x.to(DEVICE, torch.bfloat16)
-    s, grads = op_and_grads(cast(q), cast(k), cast(v), cast(grad_out), order=order,
-                            backend="triton", **kw)
-    s_ref, grads_ref = ref_and_grads(q, k, v, grad_out, **kw)
-    assert_spikes_equal(s.cpu(), s_ref)
-    for name, g, g_ref in zip("qkv", grads, grads_ref, strict=True):
-        assert_grad_close(g.cpu(), g_ref, GRAD_TOL[torch.bfloat16], f"d{name}")
+    common.check_threshold_rounding(case, order, DEVICE, backend="triton")
 
 
 def test_triton_empty_inputs():

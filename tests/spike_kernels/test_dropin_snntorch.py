@@ -5,8 +5,6 @@ several batches, multi-step mode, learnable beta, surrogates, and the clear erro
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -347,14 +345,7 @@ def test_from_beta_overrides_and_errors():
         LIF.from_beta(0.5, detach_reset=False)  # break: "multiple values for keyword"
     with pytest.raises(ValueError, match="no tau to set"):
         LIF.from_beta(0.5, tau=3.0)
-    for beta in (-0.5, 1.5, math.nan, math.inf):
-        with pytest.raises(ValueError, match="beta"):
-            LIF.from_beta(beta)
-    for beta in ("0.5", True, None, torch.tensor(0.5)):
-        with pytest.raises(TypeError, match="beta"):
-            LIF.from_beta(beta)
-    with pytest.raises(ValueError, match="reset_mechanism"):
-        LIF.from_beta(0.5, reset_mechanism="none")
+    # invalid beta and reset_mechanism values: test_lif_module.py::test_from_beta
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

@@ -367,6 +367,7 @@ def test_lif_custom_ops_pass_opcheck(recompute):
     """torch.library.opcheck of spike_kernels::lif_forward (schema, fake implementation with
     spike_dtype, autograd registration) for both conventions on the PyTorch path."""
     from spike_kernels.ops.lif_op import _Neuron, lif_forward_op
+    from spike_kernels.ops.op_args import flatten
 
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(3, 2, 5, generator=g) + 0.6).requires_grad_()
@@ -374,5 +375,5 @@ def test_lif_custom_ops_pass_opcheck(recompute):
     for p in (NeuronParams.make(tau=2.5, v_reset=None),
               NeuronParams.make(convention="snntorch", beta=0.8, v_reset=0.0)):
         for spike_dtype in (torch.float32, torch.bfloat16):
-            args = (x, v0, *_Neuron.of(p), spike_dtype, recompute, True, False)
+            args = (x, v0, *flatten(_Neuron.of(p)), spike_dtype, recompute, True, False)
             torch.library.opcheck(lif_forward_op, args)

@@ -171,13 +171,13 @@ def test_chunked_time_loop(monkeypatch, conv):
 
 
 def backward_both_ways(p: NeuronParams, T: int, shape, seed: int):
-    """(grad_x, grad_v_init) by lif_backward_recompute_torch and by recompute_h_torch +
+    """(grad_x, grad_v_init) by lif_backward_torch(recompute=True) and by recompute_h_torch +
     lif_backward_torch, from spikes of another dtype and all three upstream gradients."""
     x, v0, ups = case(T, shape, seed=seed, scale=1.5, shift=0.6)
     gs = ups[0].to(torch.bfloat16)
-    fused = lif_torch.lif_backward_recompute_torch(gs, ups[1], ups[2], x, v0, p, x.dtype)
+    fused = lif_torch.lif_backward_torch(gs, ups[1], ups[2], x, v0, p, x.dtype, recompute=True)
     h = lif_torch.recompute_h_torch(x, v0, p)
-    split = lif_torch.lif_backward_torch(gs, ups[1], ups[2], h, p, x.dtype, v_init=v0)
+    split = lif_torch.lif_backward_torch(gs, ups[1], ups[2], h, v0, p, x.dtype)
     return fused, split
 
 
