@@ -182,10 +182,50 @@ def job_env() -> dict[str, str]:
     return env
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def take_lock(out: Path) -> Path:
+    """``out/job.lock`` holding this process's id; RuntimeError if a live process (another
+    runner, or a recipe a killed runner left behind) holds it. A dead holder's lock is taken
+    over. Two processes training into one folder would interleave their checkpoints."""
+    lock = out / "job.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holders = [int(p) for p in lock.read_text().split() if p.isdigit()]
+            live = [p for p in holders if _alive(p)]
+            if live:
+                raise RuntimeError(f"{out.name} is being run by process {live[0]} "
+                                   f"({lock}); wait for it or stop it") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return lock
+    raise RuntimeError(f"could not take {lock}")
+
+
 def run_job(job: Job, runs: Path, log) -> None:
     """Run (or resume) one job in a subprocess, adding its wall time to ``job.json``."""
     out = job.out(runs)
     out.mkdir(parents=True, exist_ok=True)
+    lock = take_lock(out)
+    try:
+        _run_locked(job, out, log, lock)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_locked(job: Job, out: Path, log, lock: Path) -> None:
     record_path = out / "job.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record.setdefault("invocations", [])
@@ -202,7 +242,10 @@ def run_job(job: Job, runs: Path, log) -> None:
                                   "started_unix": round(start), "wall_s": None, "rc": None})
     atomic_write_text(record_path, json.dumps(record, indent=2))
     with open(out / "job.log", "a") as stream:
-        rc = subprocess.call(argv, stdout=stream, stderr=subprocess.STDOUT, env=job_env())
+        child = subprocess.Popen(argv, stdout=stream, stderr=subprocess.STDOUT, env=job_env())
+        with open(lock, "a") as handle:  # the recipe outlives a runner killed alone
+            handle.write(f"{child.pid}\n")
+        rc = child.wait()
     record["invocations"][-1] |= {"wall_s": round(time.time() - start, 1), "rc": rc}
     atomic_write_text(record_path, json.dumps(record, indent=2))
     if rc != 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 
 import pytest
 
@@ -136,3 +137,25 @@ def test_main_writes_json_without_running_anything(tmp_path, capsys):
     assert saved["budget"] == "cpu" and len(saved["rows"]) == 9
     assert not (tmp_path / "runs").exists()
     assert "| sst2 | pending |" in capsys.readouterr().out
+
+
+def test_a_job_run_by_a_live_process_is_not_started_twice(tmp_path):
+    """Two runners on one runs folder: the second refuses the job the first holds (its
+    lock names a live process) and takes over the lock of a dead one."""
+    import subprocess
+
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE)
+    job = results.Job("j", [str(script), str(tmp_path / "j"), "ok"], "final.json")
+    (tmp_path / "j").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "j" / "job.lock").write_text(f"{holder.pid}\n")
+        with pytest.raises(RuntimeError, match=f"being run by process {holder.pid}"):
+            results.run_job(job, tmp_path, log=lambda _: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    results.run_job(job, tmp_path, log=lambda _: None)  # the holder is gone: taken over
+    assert (tmp_path / "j" / "final.json").exists()
+    assert not (tmp_path / "j" / "job.lock").exists()
