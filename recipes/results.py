@@ -59,6 +59,10 @@ BUDGETS = {
     "smoke": Budget(teacher_epochs={t: 0.01 for t in ENGLISH + CHINESE}, mlm_steps=2,
                     stage1_steps=2, stage1_steps_zh=2, stage2_steps=2, n_iter=1, eval_steps=2),
 }
+# the Chinese teacher has the English teacher's (all-MiniLM-L6-v2) size, 6 x 384 with 12
+# heads: a teacher no bigger than the student would leave little energy to save
+ZH_TEACHER_SIZE = ["--num_layers", "6", "--hidden_size", "384", "--num_heads", "12",
+                   "--intermediate_size", "1536"]
 # teachers' dev evaluations per epoch, as run for the English teachers (keeps their commands)
 TEACHER_EVAL_STEPS = {"sst2": 109, "mr": 134, "subj": 125, "sst5": 134}
 
@@ -98,7 +102,7 @@ def plan(budget: Budget, data_dir: str, runs: Path) -> tuple[list[Job], list[Row
         "recipes/pretrain_teacher.py", "--corpus", "corpus_zh", "--tasks", *CHINESE, *d,
         "--output_dir", str(runs / "teacher-zh-mlm"), "--max_steps", str(budget.mlm_steps),
         "--batch_size", "32", "--lr", "5e-4", "--eval_steps", "250", "--logging_steps", "10",
-        "--checkpointing_steps", "100"], "pretrain_teacher.json")]
+        "--checkpointing_steps", "100", *ZH_TEACHER_SIZE], "pretrain_teacher.json")]
     for task in ENGLISH + CHINESE:
         zh = task in CHINESE
         model = str(runs / "teacher-zh-mlm") if zh else "minilm"
