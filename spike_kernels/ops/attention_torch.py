@@ -9,10 +9,11 @@ exact, so the cheaper order is used: ``Q (K'^T V')`` (``kv_order``, ~2 L Dh^2 pe
 Backward, with ``G = dL/dY`` from the LIF backward and ``P = Q K'^T`` (causal: lower
 triangle)::
 
-    (Q K'^T) V' order: dP = scale G V'^T (causal: lower triangle);
-                       dQ = dP K';  dK = dP^T Q;  dV = scale P^T G
-    Q (K'^T V') order: dQ = scale G (K'^T V')^T;  W = Q^T G;
-                       dK = scale V' W^T;  dV = scale K' W
+    (Q K'^T) V' order: dP = G' V'^T (causal: lower triangle);
+                       dQ = dP K';  dK = dP^T Q;  dV = P^T G'
+    Q (K'^T V') order: dQ = G' (K'^T V')^T;  W = Q^T G';  dK = V' W^T;  dV = K' W
+
+    with ``G' = scale * G`` formed once.
 
 Masking both K and V makes every padded row of dK and dV zero with no further masking.
 Matmuls run in fp32 (fp64 for fp64 inputs): sums of 0/1 products are exact up to 2^24.
@@ -110,21 +111,21 @@ def attention_backward_torch(
     gs_flat, gs_view = _flat(q.shape, cdt, q.device)
     gs_view.copy_(from_layout(grad_s, q.shape, out_blhd))
     g, _ = lif_torch.lif_backward_torch(gs_flat, None, None, h_seq, None, p, cdt)  # dL/dY
-    g = g.view(q.shape)
+    g = g.view(q.shape).mul_(scale)  # scale folded into G once: every product below is linear in G
     qc, kc, vc = _operands(q, k, v, key_mask)
     if kv_order:
         kv = kc.transpose(-1, -2) @ vc
-        dq = (g @ kv.transpose(-1, -2)).mul_(scale)
+        dq = g @ kv.transpose(-1, -2)
         w = qc.transpose(-1, -2) @ g
-        dk = (vc @ w.transpose(-1, -2)).mul_(scale)
-        dv = (kc @ w).mul_(scale)
+        dk = vc @ w.transpose(-1, -2)
+        dv = kc @ w
     else:
-        dp = (g @ vc.transpose(-1, -2)).mul_(scale)
+        dp = g @ vc.transpose(-1, -2)
         a = qc @ kc.transpose(-1, -2)
         if causal:
             _causal(dp)
             _causal(a)
         dq = dp @ kc
         dk = dp.transpose(-1, -2) @ qc
-        dv = (a.transpose(-1, -2) @ g).mul_(scale)
+        dv = a.transpose(-1, -2) @ g
     return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype)
