@@ -76,12 +76,18 @@ class Job:
     final: str
     needs: list[str] = field(default_factory=list)
     resumable: bool = True
+    launcher: tuple[str, ...] = ("python",)  # e.g. ("accelerate", "launch") for GPUs/nodes
 
     def out(self, runs_dir: Path) -> Path:
         return runs_dir / self.name
 
     def command(self) -> str:
-        return shlex.join(["python", *self.argv])
+        return shlex.join([*self.launcher, *self.argv])
+
+    def process_argv(self) -> list[str]:
+        """The command as run: this interpreter for ``python``, the recipe by its path."""
+        launcher = [sys.executable] if self.launcher == ("python",) else list(self.launcher)
+        return [*launcher, str(ROOT / self.argv[0]), *self.argv[1:]]
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,10 @@ class Row:
     evaluation: str
 
 
-def plan(budget: Budget, data_dir: str, runs: Path) -> tuple[list[Job], list[Row]]:
-    """Every job of the table, dependencies first, and the table's rows."""
+def plan(budget: Budget, data_dir: str, runs: Path,
+         launcher: tuple[str, ...] = ("python",)) -> tuple[list[Job], list[Row]]:
+    """Every job of the table, dependencies first, and the table's rows. Training jobs run
+    under ``launcher``; evaluations under ``python`` (one process writes their JSON)."""
     d = ["--data_dir", data_dir]
     jobs = [Job("teacher-zh-mlm", [
         "recipes/pretrain_teacher.py", "--corpus", "corpus_zh", "--tasks", *CHINESE, *d,
@@ -153,6 +161,9 @@ def plan(budget: Budget, data_dir: str, runs: Path) -> tuple[list[Job], list[Row
             "stage1-en")
     distill("sst2, no feature loss", "sst2", "stage2-sst2-no-feature-loss", ["--w_feat", "0"],
             "stage1-en")
+    for job in jobs:
+        if job.resumable:
+            job.launcher = tuple(launcher)
     return jobs, rows
 
 
@@ -234,7 +245,7 @@ def _run_locked(job: Job, out: Path, log, lock: Path) -> None:
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record.setdefault("invocations", [])
     record["command"] = job.command()
-    argv = [sys.executable, str(ROOT / job.argv[0]), *job.argv[1:]]
+    argv = job.process_argv()
     if job.resumable:
         argv += ["--resume_from_checkpoint", "latest"]
     log(f"[{job.name}] {job.command()}")
@@ -394,6 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_json", required=True)
     parser.add_argument("--only", nargs="*", help="rows (or tasks) to run; default all")
     parser.add_argument("--parallel", type=int, default=1, help="jobs at a time")
+    parser.add_argument("--launcher", default="python", help="how training recipes start, "
+                        "e.g. 'accelerate launch' (multi-GPU, FSDP: your accelerate config)")
     parser.add_argument("--table_only", action="store_true",
                         help="run nothing: collect what the runs folder holds")
     parser.add_argument("--write_readme", help="README whose results-table block to replace")
@@ -401,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.parallel < 1:
         parser.error(f"--parallel must be >= 1, got {args.parallel}")
     runs = Path(args.runs_dir)  # as given: the commands in the table show it
-    jobs, rows = plan(BUDGETS[args.budget], args.data_dir, runs)
+    jobs, rows = plan(BUDGETS[args.budget], args.data_dir, runs, tuple(shlex.split(args.launcher)))
     failed = [] if args.table_only else run_all(select(jobs, rows, args.only), runs,
                                                 args.parallel)
     result = collect(args.budget, jobs, rows, runs)

@@ -38,9 +38,18 @@ def test_every_planned_command_parses(budget, tmp_path):
         resume = ["--resume_from_checkpoint", "latest"] if job.resumable else []
         parse_arguments(PARSERS[job.argv[0]], job.argv[1:] + resume, "t")
         assert all(names.index(n) < names.index(job.name) for n in job.needs), job.name
-        assert shlex.split(job.command())[1:] == job.argv
+        assert shlex.split(job.command()) == ["python", *job.argv]
     assert {r.task for r in rows} == {"sst2", "mr", "subj", "sst5", "waimai", "chnsenti"}
     assert len(rows) == 9  # six tasks and three SST-2 ablations
+
+
+def test_training_jobs_run_under_the_launcher(tmp_path):
+    jobs, _ = results.plan(results.BUDGETS["cpu"], "data", tmp_path, ("accelerate", "launch"))
+    for job in jobs:
+        launcher = ["accelerate", "launch"] if job.resumable else [sys.executable]
+        assert job.process_argv()[:len(launcher)] == launcher, job.name
+        assert job.process_argv()[len(launcher)] == str(results.ROOT / job.argv[0])
+    assert jobs[0].command().startswith("accelerate launch recipes/pretrain_teacher.py ")
 
 
 def test_only_selects_a_row_and_what_it_needs(tmp_path):
