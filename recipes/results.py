@@ -39,32 +39,52 @@ TABLE_BEGIN, TABLE_END = "<!-- results-table:begin -->", "<!-- results-table:end
 
 @dataclass(frozen=True)
 class Budget:
-    """Steps of every job. ``cpu`` is what this project's 2-core machine runs (one job per
-    core, across sessions); ``smoke`` checks that every command runs on the real data."""
+    """Models and steps of every job. ``cpu`` is what this project's 2-core machine runs (one
+    job per core, across sessions); ``smoke`` checks that every command runs on the real data;
+    ``paper`` is the paper's setting for GPUs (Hub teachers and corpora, the 12 x 768
+    student, stage 2 for 30 epochs of 20 augmented copies): its commands are checked to
+    parse, but it has not been run (no GPU here)."""
 
     teacher_epochs: dict[str, float]
-    mlm_steps: int
-    stage1_steps: int     # English (blocks of 64 tokens)
-    stage1_steps_zh: int  # Chinese (blocks of 128 characters; a smaller corpus)
-    stage2_steps: int
-    n_iter: int      # augmented copies of each training example in stage 2
-    eval_steps: int  # stage 2: dev accuracy every N steps; the best is kept
+    stage1_steps: int     # English
+    stage1_steps_zh: int  # Chinese
+    n_iter: int           # augmented copies of each training example in stage 2
+    eval_steps: int       # stage 2: dev accuracy every N steps; the best is kept
+    stage2_steps: int | None = None  # None: --stage2_epochs
+    stage2_epochs: float = 30.0
+    mlm_steps: int = 0    # pre-training of the home-made Chinese teacher (zh_teacher None)
+    preset: str = "mini"
+    en_teacher: str = "minilm"     # stage-1 teacher and the encoder fine-tuned per task
+    zh_teacher: str | None = None  # None: built here by recipes/pretrain_teacher.py
+    en_corpus: str = "corpus_en"
+    zh_corpus: str = "corpus_zh"
+    en_length: int = 64   # tokens per example and per stage-1 block (English)
+    teacher_lr: tuple[str, str] = ("1e-4", "2e-4")  # English, Chinese
+    stage1_batch: int = 32
+    teacher_eval_steps: dict[str, int] = field(default_factory=dict)  # default: per epoch
 
 
 BUDGETS = {
     "cpu": Budget(teacher_epochs={"sst2": 3, "mr": 3, "subj": 2, "sst5": 3, "waimai": 3,
                                   "chnsenti": 3},
                   mlm_steps=1500, stage1_steps=3000, stage1_steps_zh=1500, stage2_steps=1500,
-                  n_iter=8, eval_steps=150),
+                  n_iter=8, eval_steps=150,
+                  # the English teachers' dev evaluations per epoch, as they were run
+                  teacher_eval_steps={"sst2": 109, "mr": 134, "subj": 125, "sst5": 134}),
     "smoke": Budget(teacher_epochs={t: 0.01 for t in ENGLISH + CHINESE}, mlm_steps=2,
-                    stage1_steps=2, stage1_steps_zh=2, stage2_steps=2, n_iter=1, eval_steps=2),
+                    stage1_steps=2, stage1_steps_zh=2, stage2_steps=2, n_iter=1, eval_steps=2,
+                    teacher_eval_steps={t: 1 for t in ENGLISH}),
+    "paper": Budget(teacher_epochs={t: 3 for t in ENGLISH + CHINESE}, stage1_steps=50_000,
+                    stage1_steps_zh=20_000, n_iter=20, eval_steps=2000, stage2_epochs=30,
+                    preset="paper", en_teacher="bert-base-cased",
+                    zh_teacher="hfl/chinese-bert-wwm", en_corpus="wikipedia_en+bookcorpus",
+                    zh_corpus="wikipedia_zh", en_length=128, teacher_lr=("2e-5", "2e-5"),
+                    stage1_batch=128),
 }
-# the Chinese teacher has the English teacher's (all-MiniLM-L6-v2) size, 6 x 384 with 12
-# heads: a teacher no bigger than the student would leave little energy to save
+# the home-made Chinese teacher has the English teacher's (all-MiniLM-L6-v2) size, 6 x 384
+# with 12 heads: a teacher no bigger than the student would leave little energy to save
 ZH_TEACHER_SIZE = ["--num_layers", "6", "--hidden_size", "384", "--num_heads", "12",
                    "--intermediate_size", "1536"]
-# teachers' dev evaluations per epoch, as run for the English teachers (keeps their commands)
-TEACHER_EVAL_STEPS = {"sst2": 109, "mr": 134, "subj": 125, "sst5": 134}
 
 
 @dataclass
@@ -106,43 +126,61 @@ def plan(budget: Budget, data_dir: str, runs: Path,
     """Every job of the table, dependencies first, and the table's rows. Training jobs run
     under ``launcher``; evaluations under ``python`` (one process writes their JSON)."""
     d = ["--data_dir", data_dir]
-    jobs = [Job("teacher-zh-mlm", [
-        "recipes/pretrain_teacher.py", "--corpus", "corpus_zh", "--tasks", *CHINESE, *d,
-        "--output_dir", str(runs / "teacher-zh-mlm"), "--max_steps", str(budget.mlm_steps),
-        "--batch_size", "32", "--lr", "5e-4", "--eval_steps", "250", "--logging_steps", "10",
-        "--checkpointing_steps", "100", *ZH_TEACHER_SIZE], "pretrain_teacher.json")]
+    jobs = []
+    built = budget.zh_teacher is None  # the Chinese teacher is pre-trained here
+    zh_base = str(runs / "teacher-zh-mlm") if built else budget.zh_teacher
+    zh_needs = ["teacher-zh-mlm"] if built else []
+    if built:
+        jobs.append(Job("teacher-zh-mlm", [
+            "recipes/pretrain_teacher.py", "--corpus", budget.zh_corpus, "--tasks", *CHINESE,
+            *d, "--output_dir", str(runs / "teacher-zh-mlm"), "--max_steps",
+            str(budget.mlm_steps), "--batch_size", "32", "--lr", "5e-4", "--eval_steps", "250",
+            "--logging_steps", "10", "--checkpointing_steps", "100", *ZH_TEACHER_SIZE],
+            "pretrain_teacher.json"))
     for task in ENGLISH + CHINESE:
         zh = task in CHINESE
-        model = str(runs / "teacher-zh-mlm") if zh else "minilm"
-        per_epoch = [] if zh else ["--eval_steps", str(TEACHER_EVAL_STEPS[task])]
+        per_epoch = ([] if task not in budget.teacher_eval_steps
+                     else ["--eval_steps", str(budget.teacher_eval_steps[task])])
         jobs.append(Job(f"teacher-{task}", [
-            "recipes/finetune_teacher.py", "--task", task, "--model", model, *d,
+            "recipes/finetune_teacher.py", "--task", task,
+            "--model", zh_base if zh else budget.en_teacher, *d,
             "--output_dir", str(runs / f"teacher-{task}"),
             "--epochs", str(budget.teacher_epochs[task]), *per_epoch,
-            "--lr", "2e-4" if zh else "1e-4", "--max_length", "128" if zh else "64",
-            "--batch_size", "32"], "metrics.json", ["teacher-zh-mlm"] if zh else []))
+            "--lr", budget.teacher_lr[zh], "--max_length", "128" if zh else str(budget.en_length),
+            "--batch_size", "32"], "metrics.json", zh_needs if zh else []))
+    english_blocks = ([] if budget.preset == "mini"  # the mini preset's 64 positions
+                      else ["--seq_length", str(budget.en_length)])
     jobs.append(Job("stage1-en", [
-        "recipes/pretrain.py", "--teacher", "minilm", "--corpus", "corpus_en", *d,
-        "--preset", "mini", "--max_steps", str(budget.stage1_steps), "--batch_size", "32",
-        "--lr", "5e-4", "--output_dir", str(runs / "stage1-en"), "--checkpointing_steps", "100",
+        "recipes/pretrain.py", "--teacher", budget.en_teacher, "--corpus", budget.en_corpus, *d,
+        "--preset", budget.preset, *english_blocks, "--max_steps", str(budget.stage1_steps),
+        "--batch_size", str(budget.stage1_batch), "--lr", "5e-4",
+        "--output_dir", str(runs / "stage1-en"), "--checkpointing_steps", "100",
         "--eval_steps", "250", "--logging_steps", "10"], "stage1.json"))
-    # Chinese reviews at full length (128 characters); 16 blocks of 128 = 32 blocks of 64
+    # Chinese reviews at full length (128 characters). The mini preset has 64 positions:
+    # 128 are added, and 16 blocks of 128 keep 32 x 64 tokens per step
+    chinese_blocks = (["--override", "max_position_embeddings=128", "--seq_length", "128",
+                       "--max_steps", str(budget.stage1_steps_zh), "--batch_size", "16"]
+                      if budget.preset == "mini" else
+                      ["--seq_length", "128", "--max_steps", str(budget.stage1_steps_zh),
+                       "--batch_size", str(budget.stage1_batch)])
     jobs.append(Job("stage1-zh", [
-        "recipes/pretrain.py", "--teacher", str(runs / "teacher-zh-mlm"), "--corpus", "corpus_zh",
-        *d, "--preset", "mini", "--override", "max_position_embeddings=128",
-        "--seq_length", "128", "--max_steps", str(budget.stage1_steps_zh), "--batch_size", "16",
+        "recipes/pretrain.py", "--teacher", zh_base, "--corpus", budget.zh_corpus,
+        *d, "--preset", budget.preset, *chinese_blocks,
         "--lr", "5e-4", "--output_dir", str(runs / "stage1-zh"), "--checkpointing_steps", "100",
-        "--eval_steps", "250", "--logging_steps", "10"], "stage1.json", ["teacher-zh-mlm"]))
+        "--eval_steps", "250", "--logging_steps", "10"], "stage1.json", zh_needs))
+    schedule = (["--max_steps", str(budget.stage2_steps)] if budget.stage2_steps
+                else ["--epochs", str(budget.stage2_epochs)])
 
     rows = []
 
     def distill(label: str, task: str, name: str, extra: list[str], stage1: str | None) -> None:
-        student = ["--student", str(runs / stage1)] if stage1 else []
+        student = (["--student", str(runs / stage1)] if stage1
+                   else ["--preset", budget.preset] if budget.preset != "mini" else [])
         length = ["--max_length", "128"] if task in CHINESE else []
         jobs.append(Job(name, [
             "recipes/distill.py", "--task", task, "--teacher", str(runs / f"teacher-{task}"),
             *student, *d, "--output_dir", str(runs / name), *length,
-            "--n_iter", str(budget.n_iter), "--max_steps", str(budget.stage2_steps),
+            "--n_iter", str(budget.n_iter), *schedule,
             "--eval_steps", str(budget.eval_steps), "--checkpointing_steps",
             str(budget.eval_steps), "--logging_steps", "10", "--batch_size", "32", *extra],
             "metrics.json", [f"teacher-{task}", *([stage1] if stage1 else [])]))
