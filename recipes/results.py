@@ -1,17 +1,18 @@
 """Rerun the README's results table: teachers, stage 1, stage 2, ablations, evaluation.
 
     python recipes/results.py --budget cpu --data_dir ../shared/data --runs_dir outputs/table \\
-        --output_json results/cpu.json --parallel 2
-    python recipes/results.py --budget cpu --output_json results/cpu.json --table_only \\
-        --write_readme README.md       # regenerate the README table from the JSON alone
+        --output_json outputs/table/results-cpu.json --parallel 2
+    python recipes/results.py --budget cpu --runs_dir outputs/table --table_only \\
+        --output_json results/cpu.json --write_readme README.md   # collect only, run nothing
 
 The plan is a list of jobs, each one recipe command (the JSON and the README show them
 verbatim). A job whose final file exists is done and skipped; a training job that was
 stopped resumes from its newest complete checkpoint (``--resume_from_checkpoint latest``),
 so the same command picks up where a finished session left off. Each job's wall time is
 summed over its invocations in ``<job>/job.json``; its seconds per step are the median of
-the trainer's logged ``s_per_step``. ``--only sst2 waimai`` runs just those rows (and the
-jobs they need). A failed job stops its dependants and makes the command exit non-zero.
+the trainer's logged ``s_per_step``. ``--only sst2 "sst2, no stage 1"`` runs just those
+rows (and the jobs they need). A failed job stops its dependants and makes the command
+exit non-zero.
 """
 
 from __future__ import annotations
@@ -209,13 +210,13 @@ def select(jobs: list[Job], rows: list[Row], only: list[str] | None) -> list[Job
     """The jobs the chosen rows need (all rows when ``only`` is empty), in plan order."""
     if not only:
         return jobs
-    known = {r.label for r in rows} | {r.task for r in rows}
+    known = {r.label for r in rows}
     unknown = sorted(set(only) - known)
     if unknown:
         raise SystemExit(f"--only: unknown rows {unknown}; rows are {sorted(known)}")
     by_name = {j.name: j for j in jobs}
     wanted: set[str] = set()
-    stack = [r.evaluation for r in rows if r.label in only or r.task in only]
+    stack = [r.evaluation for r in rows if r.label in only]
     while stack:
         name = stack.pop()
         if name not in wanted:
