@@ -168,3 +168,10 @@ def test_a_job_run_by_a_live_process_is_not_started_twice(tmp_path):
     results.run_job(job, tmp_path, log=lambda _: None)  # the holder is gone: taken over
     assert (tmp_path / "j" / "final.json").exists()
     assert not (tmp_path / "j" / "job.lock").exists()
+
+
+def test_recipes_run_with_huge_page_malloc_unless_set(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert results.job_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    assert results.job_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
