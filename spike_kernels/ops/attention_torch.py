@@ -79,6 +79,7 @@ def attention_forward_torch(
     """Return ``(spikes, H or empty)``; spikes in q's dtype and layout, H ``[T,B,H,L,Dh]``."""
     y = attention_scores_torch(q, k, v, key_mask, scale, causal, kv_order)
     s, _, h, _ = lif_torch.lif_forward_torch(y, None, p, save_h, False)
+    del y  # before the conversions below allocate
     if save_h:
         if q.dtype.itemsize < h.dtype.itemsize:
             # rounding to fp16/bf16 must not carry H across the threshold (backward derives
@@ -105,27 +106,36 @@ def attention_backward_torch(
         y = attention_scores_torch(q, k, v, key_mask, scale, causal, kv_order)
         h_seq = lif_torch.recompute_h_torch(y, None, p)
         del y
+    elif saved_h.dtype == cdt and saved_h.is_contiguous():
+        h_seq = saved_h.view(q.shape[0], q[0].numel() if q.shape[0] else 0)  # no copy
     else:
         h_seq, h_view = _flat(q.shape, cdt, q.device)
         h_view.copy_(saved_h.view(q.shape))
+        del h_view
     gs_flat, gs_view = _flat(q.shape, cdt, q.device)
     gs_view.copy_(from_layout(grad_s, q.shape, out_blhd))
     g, _ = lif_torch.lif_backward_torch(gs_flat, None, None, h_seq, None, p, cdt)  # dL/dY
+    # the buffers die here, not at return: the products below allocate four more of their size
+    del h_seq, gs_flat, gs_view
     g = g.view(q.shape).mul_(scale)  # scale folded into G once: every product below is linear in G
     qc, kc, vc = _operands(q, k, v, key_mask)
     if kv_order:
         kv = kc.transpose(-1, -2) @ vc
         dq = g @ kv.transpose(-1, -2)
+        del kv
         w = qc.transpose(-1, -2) @ g
+        del g
         dk = vc @ w.transpose(-1, -2)
         dv = kc @ w
     else:
         dp = g @ vc.transpose(-1, -2)
-        a = qc @ kc.transpose(-1, -2)
         if causal:
             _causal(dp)
-            _causal(a)
         dq = dp @ kc
         dk = dp.transpose(-1, -2) @ qc
+        del dp
+        a = qc @ kc.transpose(-1, -2)
+        if causal:
+            _causal(a)
         dv = a.transpose(-1, -2) @ g
     return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype)
