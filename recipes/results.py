@@ -330,7 +330,8 @@ def run_all(jobs: list[Job], runs: Path, parallel: int, log=say) -> list[str]:
                 elif all(n in done for n in job.needs) and len(running) < parallel:
                     running[pool.submit(run_job, job, runs, log)] = job
                     pending.remove(job)
-            if not running:
+            if not running:  # what is left waits for a job outside ``jobs``: blocked
+                failed += [j.name for j in pending]
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
