@@ -84,6 +84,8 @@ BUDGETS = {
 }
 # the home-made Chinese teacher has the English teacher's (all-MiniLM-L6-v2) size, 6 x 384
 # with 12 heads: a teacher no bigger than the student would leave little energy to save
+# long jobs keep their two newest checkpoints (a resumed run needs the newest complete one)
+KEEP = ["--save_total_limit", "2"]
 ZH_TEACHER_SIZE = ["--num_layers", "6", "--hidden_size", "384", "--num_heads", "12",
                    "--intermediate_size", "1536"]
 
@@ -136,7 +138,7 @@ def plan(budget: Budget, data_dir: str, runs: Path,
             "recipes/pretrain_teacher.py", "--corpus", budget.zh_corpus, "--tasks", *CHINESE,
             *d, "--output_dir", str(runs / "teacher-zh-mlm"), "--max_steps",
             str(budget.mlm_steps), "--batch_size", "32", "--lr", "5e-4", "--eval_steps", "250",
-            "--logging_steps", "10", "--checkpointing_steps", "100", *ZH_TEACHER_SIZE],
+            "--logging_steps", "10", "--checkpointing_steps", "100", *KEEP, *ZH_TEACHER_SIZE],
             "pretrain_teacher.json"))
     for task in ENGLISH + CHINESE:
         zh = task in CHINESE
@@ -155,7 +157,7 @@ def plan(budget: Budget, data_dir: str, runs: Path,
         "recipes/pretrain.py", "--teacher", budget.en_teacher, "--corpus", budget.en_corpus, *d,
         "--preset", budget.preset, *english_blocks, "--max_steps", str(budget.stage1_steps),
         "--batch_size", str(budget.stage1_batch), "--lr", "5e-4",
-        "--output_dir", str(runs / "stage1-en"), "--checkpointing_steps", "100",
+        "--output_dir", str(runs / "stage1-en"), "--checkpointing_steps", "100", *KEEP,
         "--eval_steps", "250", "--logging_steps", "10"], "stage1.json"))
     # Chinese reviews at full length (128 characters). The mini preset has 64 positions:
     # 128 are added, and 16 blocks of 128 keep 32 x 64 tokens per step
@@ -168,7 +170,7 @@ def plan(budget: Budget, data_dir: str, runs: Path,
         "recipes/pretrain.py", "--teacher", zh_base, "--corpus", budget.zh_corpus,
         *d, "--preset", budget.preset, *chinese_blocks,
         "--lr", "5e-4", "--output_dir", str(runs / "stage1-zh"), "--checkpointing_steps", "100",
-        "--eval_steps", "250", "--logging_steps", "10"], "stage1.json", zh_needs))
+        *KEEP, "--eval_steps", "250", "--logging_steps", "10"], "stage1.json", zh_needs))
     schedule = (["--max_steps", str(budget.stage2_steps)] if budget.stage2_steps
                 else ["--epochs", str(budget.stage2_epochs)])
 
@@ -183,7 +185,7 @@ def plan(budget: Budget, data_dir: str, runs: Path,
             *student, *d, "--output_dir", str(runs / name), *length,
             "--n_iter", str(budget.n_iter), *schedule,
             "--eval_steps", str(budget.eval_steps), "--checkpointing_steps",
-            str(budget.eval_steps), "--logging_steps", "10", "--batch_size", "32", *extra],
+            str(budget.eval_steps), *KEEP, "--logging_steps", "10", "--batch_size", "32", *extra],
             "metrics.json", [f"teacher-{task}", *([stage1] if stage1 else [])]))
         evaluation = f"eval-{name.removeprefix('stage2-')}"
         jobs.append(Job(evaluation, [

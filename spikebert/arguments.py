@@ -65,6 +65,8 @@ class TrainingArguments:
     logging_steps: int = 10
     eval_steps: int = field(default=50, metadata=_help("evaluate every N steps; 0 = at the end"))
     checkpointing_steps: int = field(default=100, metadata=_help("0 = no checkpoints"))
+    save_total_limit: int | None = field(default=None, metadata=_help(
+        "keep only the newest N checkpoints (default: all)"))
     resume_from_checkpoint: str | None = field(default=None, metadata=_help(
         "a checkpoint folder, or 'latest' (newest complete one in --output_dir)"))
     allow_inexact_resume: bool = field(default=False, metadata=_help(
@@ -86,6 +88,7 @@ class TrainingArguments:
         check_count("--logging_steps", self.logging_steps, 1)
         check_count("--eval_steps", self.eval_steps, 0)
         check_count("--checkpointing_steps", self.checkpointing_steps, 0)
+        check_count("--save_total_limit", self.save_total_limit, 1, none_ok=True)
         check_count("--num_workers", self.num_workers, 0)
 
 

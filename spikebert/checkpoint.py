@@ -31,7 +31,8 @@ STATE_FILE = "training_state.json"
 # flags that change where or how often things are written, never what is learned
 NOT_IN_FINGERPRINT = frozenset({
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "allow_inexact_resume",
-    "logging_steps", "checkpointing_steps", "report_to", "num_workers", "data_dir",
+    "logging_steps", "checkpointing_steps", "save_total_limit", "report_to", "num_workers",
+    "data_dir",
 })
 # files a fresh run must not find in its --output_dir (another run's results)
 RUN_FILES = ("best.json", "metrics.json", "stage1.json", "pretrain_teacher.json")
@@ -215,9 +216,12 @@ def prepare_output_dir(output_dir: str, resuming: bool, overwrite: bool,
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def save_checkpoint(accelerator, output_dir: str, step: int, state: dict[str, Any]) -> Path:
+def save_checkpoint(accelerator, output_dir: str, step: int, state: dict[str, Any],
+                    keep: int | None = None) -> Path:
     """Accelerate state (model, optimizer, scheduler, RNGs) plus ``training_state.json``,
-    written to a temporary folder that is renamed to ``checkpoint-<step>`` when complete."""
+    written to a temporary folder that is renamed to ``checkpoint-<step>`` when complete;
+    then, with ``keep``, all but the newest ``keep`` checkpoints are deleted (only after the
+    new one is in place, so a crash never leaves fewer than before)."""
     final = Path(output_dir) / f"checkpoint-{step}"
     tmp = Path(output_dir) / f".checkpoint-{step}.incomplete"
     if accelerator.is_main_process and tmp.exists():
@@ -234,5 +238,8 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict[str, An
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        if keep:
+            for old in checkpoint_dirs(output_dir)[:-keep]:
+                shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final

@@ -242,7 +242,8 @@ def train(accelerator, args: TrainingArguments, run: Run, model, optimizer, sche
             if args.checkpointing_steps and step % args.checkpointing_steps == 0:
                 last_checkpoint = save_checkpoint(
                     accelerator, args.output_dir, step,
-                    {"epoch": epoch, "fingerprint": run.fingerprint, "extra": run.extra})
+                    {"epoch": epoch, "fingerprint": run.fingerprint, "extra": run.extra},
+                    keep=args.save_total_limit)
             if step >= args.max_steps:
                 break
     progress.close()

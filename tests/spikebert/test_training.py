@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from spikebert.arguments import TrainingArguments, as_dict, parse_arguments, tracker_config
 from spikebert.checkpoint import (
     check_resume,
+    checkpoint_dirs,
     find_resume_checkpoint,
     latest_checkpoint,
     prepare_output_dir,
@@ -238,6 +239,18 @@ def test_checkpoint_is_renamed_into_place(tmp_path):
     state = json.loads((path / "training_state.json").read_text())
     assert state["step"] == 7 and state["files"]["model.safetensors"] > 0
     assert model is not None
+
+
+def test_save_total_limit_keeps_the_newest_checkpoints(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    accelerator.prepare(torch.nn.Linear(2, 2))
+    for step in (1, 2, 3):
+        save_checkpoint(accelerator, str(tmp_path), step, {"fingerprint": {}, "extra": {}},
+                        keep=2)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["checkpoint-2", "checkpoint-3"]
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
 
 
 def test_fresh_run_refuses_another_runs_results(tmp_path):
