@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spikebert.checkpoint import atomic_write_text
+from spikebert.trainer import read_csv_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGLISH = ("sst2", "mr", "subj", "sst5")
@@ -352,8 +353,8 @@ def job_summary(job: Job, runs: Path) -> dict:
     """Command, state, wall time over all invocations and median logged s/step of a job."""
     out = job.out(runs)
     record = json.loads((out / "job.json").read_text()) if (out / "job.json").exists() else {}
-    rates = [float(line.rsplit(",", 1)[1]) for csv in out.glob("logs/*/metrics.csv")
-             for line in csv.read_text().splitlines() if ",s_per_step," in line]
+    rates = [rate for csv in out.glob("logs/*/metrics.csv")
+             for rate in read_csv_metrics(csv, "s_per_step").values()]
     log = out / "job.log"
     last_write = log.stat().st_mtime if log.exists() else None
 
