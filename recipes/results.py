@@ -282,6 +282,19 @@ def run_job(job: Job, runs: Path, log) -> None:
         lock.unlink(missing_ok=True)
 
 
+def close_killed_invocation(record: dict, log: Path) -> None:
+    """Give the last invocation, if its runner was killed (``wall_s`` None), the time until
+    the log's last write. Done before a new invocation appends to the log, which would
+    otherwise move that write, and the killed run's wall time with it, to the new run."""
+    if not record["invocations"] or record["invocations"][-1]["wall_s"] is not None:
+        return
+    last = record["invocations"][-1]
+    start = last.get("started_unix")
+    last["wall_s"] = (round(max(0.0, log.stat().st_mtime - start), 1)
+                      if start and log.exists() else 0.0)
+    last["closed_from_log"] = True
+
+
 def _run_locked(job: Job, out: Path, log, lock: Path) -> None:
     record_path = out / "job.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
@@ -291,8 +304,9 @@ def _run_locked(job: Job, out: Path, log, lock: Path) -> None:
     if job.resumable:
         argv += ["--resume_from_checkpoint", "latest"]
     log(f"[{job.name}] {job.command()}")
+    close_killed_invocation(record, out / "job.log")
     # recorded before the start, so a runner that is killed still leaves the invocation
-    # (its wall time is then read from the log's last write, see job_summary)
+    # (closed by the next runner, or read from the log's last write, see job_summary)
     start = time.time()
     record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z",
                                                            time.localtime(start)),
@@ -358,16 +372,21 @@ def job_summary(job: Job, runs: Path) -> dict:
     log = out / "job.log"
     last_write = log.stat().st_mtime if log.exists() else None
 
-    def wall(invocation: dict) -> float:
+    def wall(invocation: dict, next_start: float | None) -> float:
         if invocation["wall_s"] is not None:
             return invocation["wall_s"]
-        # still running, or its runner was killed: until the log's last write
+        # still running, or its runner was killed: until the log's last write, and never
+        # past the start of the invocation after it
         start = invocation.get("started_unix")
-        return max(0.0, last_write - start) if start and last_write else 0.0
+        ends = [t for t in (last_write, next_start) if t is not None]
+        return max(0.0, min(ends) - start) if start and ends else 0.0
 
+    invocations = record.get("invocations", [])
+    next_starts = [i.get("started_unix") for i in invocations[1:]] + [None]
+    total = sum(wall(i, s) for i, s in zip(invocations, next_starts, strict=False))
     return {"command": job.command(), "done": (out / job.final).exists(),
-            "wall_s": round(sum(wall(i) for i in record.get("invocations", [])), 1),
-            "invocations": len(record.get("invocations", [])),
+            "wall_s": round(total, 1),
+            "invocations": len(invocations),
             "s_per_step": round(statistics.median(rates), 3) if rates
             else record.get("s_per_step"),
             **({"note": record["note"]} if "note" in record else {})}

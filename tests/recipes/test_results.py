@@ -114,8 +114,16 @@ def test_table_is_generated_from_the_json_into_the_readme(tmp_path):
         {"started_unix": 1_000_000, "wall_s": None, "rc": None}]}))
     (tmp_path / "stage2-mr" / "job.log").write_text("step 1")
     os.utime(tmp_path / "stage2-mr" / "job.log", (1_000_120, 1_000_120))
+    # two killed runs in a row: the first ends no later than the second's start
+    (tmp_path / "stage2-subj").mkdir()
+    (tmp_path / "stage2-subj" / "job.json").write_text(json.dumps({"invocations": [
+        {"started_unix": 1_000_000, "wall_s": None, "rc": None},
+        {"started_unix": 1_000_500, "wall_s": None, "rc": None}]}))
+    (tmp_path / "stage2-subj" / "job.log").write_text("step 1")
+    os.utime(tmp_path / "stage2-subj" / "job.log", (1_000_900, 1_000_900))
     result = results.collect("cpu", jobs, rows, tmp_path)
     assert result["jobs"]["stage2-mr"]["wall_s"] == 120.0
+    assert result["jobs"]["stage2-subj"]["wall_s"] == 900.0
     sst2 = result["rows"][0]
     assert sst2["gap"] == pytest.approx(-3.65)
     assert result["jobs"]["stage2-sst2"]["wall_s"] == 1800.0
@@ -175,3 +183,16 @@ def test_recipes_run_with_huge_page_malloc_unless_set(monkeypatch):
     assert results.job_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
     assert results.job_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+
+
+def test_a_new_run_closes_a_killed_run_at_its_logs_last_write(tmp_path):
+    log = tmp_path / "job.log"
+    log.write_text("step 7")
+    os.utime(log, (1_000_300, 1_000_300))
+    record = {"invocations": [{"started_unix": 1_000_000, "wall_s": None, "rc": None}]}
+    results.close_killed_invocation(record, log)
+    assert record["invocations"][0]["wall_s"] == 300.0
+    assert record["invocations"][0]["closed_from_log"]
+    results.close_killed_invocation(record, log)  # a closed or finished run is left alone
+    assert record["invocations"][0]["wall_s"] == 300.0
+    results.close_killed_invocation({"invocations": []}, log)
