@@ -12,7 +12,9 @@ so the same command picks up where a finished session left off. Each job's wall 
 summed over its invocations in ``<job>/job.json``; its seconds per step are the median of
 the trainer's logged ``s_per_step``. ``--only sst2 "sst2, no stage 1"`` runs just those
 rows (and the jobs they need). A failed job stops its dependants and makes the command
-exit non-zero.
+exit non-zero. A SIGTERM (or SIGUSR1) to the runner starts no new job and is passed on to the
+running recipes, which checkpoint their current step and exit; the runner then exits with
+128 + signal, and the same command resumes everything.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spikebert.checkpoint import atomic_write_text
-from spikebert.trainer import read_csv_metrics
+from spikebert.trainer import read_csv_metrics, stop_signals
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGLISH = ("sst2", "mr", "subj", "sst5")
@@ -271,13 +274,33 @@ def take_lock(out: Path) -> Path:
     raise RuntimeError(f"could not take {lock}")
 
 
-def run_job(job: Job, runs: Path, log) -> None:
+class Children:
+    """The recipes this runner has running. A stop signal to the runner is passed on to them
+    (each checkpoints its step and exits) and no new one starts afterwards."""
+
+    def __init__(self) -> None:
+        self.live: set[subprocess.Popen] = set()
+        self.stopping: list[int] = []  # the signals received
+
+    def forward(self, signum: int) -> None:
+        self.stopping.append(signum)
+        for child in list(self.live):
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def started(self, child: subprocess.Popen) -> None:
+        self.live.add(child)
+        if self.stopping:  # the signal came between the job's start and its process's
+            child.send_signal(self.stopping[0])
+
+
+def run_job(job: Job, runs: Path, log, children: Children | None = None) -> None:
     """Run (or resume) one job in a subprocess, adding its wall time to ``job.json``."""
     out = job.out(runs)
     out.mkdir(parents=True, exist_ok=True)
     lock = take_lock(out)
     try:
-        _run_locked(job, out, log, lock)
+        _run_locked(job, out, log, lock, children or Children())
     finally:
         lock.unlink(missing_ok=True)
 
@@ -295,7 +318,7 @@ def close_killed_invocation(record: dict, log: Path) -> None:
     last["closed_from_log"] = True
 
 
-def _run_locked(job: Job, out: Path, log, lock: Path) -> None:
+def _run_locked(job: Job, out: Path, log, lock: Path, children: Children) -> None:
     record_path = out / "job.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record.setdefault("invocations", [])
@@ -316,9 +339,14 @@ def _run_locked(job: Job, out: Path, log, lock: Path) -> None:
         child = subprocess.Popen(argv, stdout=stream, stderr=subprocess.STDOUT, env=job_env())
         with open(lock, "a") as handle:  # the recipe outlives a runner killed alone
             handle.write(f"{child.pid}\n")
+        children.started(child)
         rc = child.wait()
+        children.live.discard(child)
     record["invocations"][-1] |= {"wall_s": round(time.time() - start, 1), "rc": rc}
     atomic_write_text(record_path, json.dumps(record, indent=2))
+    if rc != 0 and rc - 128 in children.stopping:
+        raise RuntimeError(f"job {job.name} stopped by {signal.Signals(rc - 128).name} after "
+                           f"checkpointing; the same command resumes it")
     if rc != 0:
         raise RuntimeError(f"job {job.name} exited with {rc}; its log: {out / 'job.log'}")
     if not (out / job.final).exists():
@@ -331,24 +359,33 @@ def say(message: str) -> None:
     sys.stdout.flush()
 
 
-def run_all(jobs: list[Job], runs: Path, parallel: int, log=say) -> list[str]:
-    """Run the jobs that are not done, ``parallel`` at a time, each after the jobs it needs;
-    returns the names of those that failed or could not start because a need failed."""
+def run_all(jobs: list[Job], runs: Path, parallel: int, log=say,
+            children: Children | None = None) -> list[str]:
+    """Run the jobs that are not done, ``parallel`` at a time, each after the jobs it needs,
+    those already started (a ``job.json``) first; returns the names of those that failed or
+    could not start because a need failed. After a stop signal (``children.forward``) no
+    job starts; the running ones are waited for."""
+    children = children or Children()
     done = {j.name for j in jobs if (j.out(runs) / j.final).exists()}
     failed: list[str] = []
-    pending = [j for j in jobs if j.name not in done]
+    # a started job finishes before a new one starts: its checkpoint is work already paid for
+    pending = sorted((j for j in jobs if j.name not in done),
+                     key=lambda j: not (j.out(runs) / "job.json").exists())
     running: dict[Future, Job] = {}
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         while pending or running:
             for job in list(pending):  # ``select`` put every job's needs in ``jobs``
+                if children.stopping:
+                    break
                 if any(n in failed for n in job.needs):
                     failed.append(job.name)
                     pending.remove(job)
                 elif all(n in done for n in job.needs) and len(running) < parallel:
-                    running[pool.submit(run_job, job, runs, log)] = job
+                    running[pool.submit(run_job, job, runs, log, children)] = job
                     pending.remove(job)
-            if not running:  # what is left waits for a job outside ``jobs``: blocked
-                failed += [j.name for j in pending]
+            if not running:  # stopped, or what is left waits for a job outside ``jobs``
+                if not children.stopping:
+                    failed += [j.name for j in pending]
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -477,8 +514,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--parallel must be >= 1, got {args.parallel}")
     runs = Path(args.runs_dir)  # as given: the commands in the table show it
     jobs, rows = plan(BUDGETS[args.budget], args.data_dir, runs, tuple(shlex.split(args.launcher)))
-    failed = [] if args.table_only else run_all(select(jobs, rows, args.only), runs,
-                                                args.parallel)
+    children = Children()
+    with stop_signals(on_signal=children.forward):
+        failed = [] if args.table_only else run_all(select(jobs, rows, args.only), runs,
+                                                    args.parallel, children=children)
     result = collect(args.budget, jobs, rows, runs)
     out = Path(args.output_json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -487,6 +526,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.write_readme:
         write_readme(Path(args.write_readme), table)
     print(table)
+    if children.stopping:
+        say(f"stopped by {signal.Signals(children.stopping[0]).name}: the running jobs saved "
+            f"a checkpoint; the same command resumes them")
+        raise SystemExit(128 + children.stopping[0])
     if failed:
         raise SystemExit(f"failed or blocked: {failed}")
     return result

@@ -11,6 +11,11 @@ micro-batches, clips the gradient norm, and stops with ``FloatingPointError`` na
 if the loss or the gradient norm is not finite (before the optimizer step, so the weights and
 the last checkpoint stay clean). Resuming restores model, optimizer, scheduler and RNG states
 and skips the batches the interrupted epoch already used, so the resumed run is the same run.
+
+A SIGTERM (``kill``, a scheduler's end of job, a machine handed back) or SIGUSR1 (SLURM's
+``--signal=USR1@<seconds>`` warning) does not kill the run mid-step: the loop finishes the
+optimizer step, saves a checkpoint of it and exits with status 128 + signal
+(:class:`Stopped`), so the same command with ``--resume_from_checkpoint latest`` loses nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from __future__ import annotations
 import csv
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,12 +90,24 @@ def read_csv_metrics(path: str | os.PathLike, name: str) -> dict[int, float]:
 def make_accelerator(args: TrainingArguments, run_name: str, find_unused_parameters: bool = False):
     """An Accelerator with ``--mixed_precision``, seedable shuffling (exact resume), the
     ``--report_to`` trackers (``csv`` writes under ``<output_dir>/logs/<run_name>``)."""
-    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+    from accelerate import (
+        Accelerator,
+        DataLoaderConfiguration,
+        DistributedDataParallelKwargs,
+        PartialState,
+    )
 
+    # Accelerate forms a CPU (gloo) process group only when told to use the CPU; launched on
+    # a machine without a GPU, the processes would otherwise each train alone into one folder.
+    # The process state comes first: the trackers below already ask it for the main process
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = world > 1 and not _has_accelerator()
+    PartialState(cpu=cpu)
     trackers = [] if args.report_to == "none" else args.report_to.split(",")
     log_with = [CSVTracker(run_name, Path(args.output_dir) / "logs") if t == "csv" else t
                 for t in trackers]
-    return Accelerator(
+    accelerator = Accelerator(
+        cpu=cpu,
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=log_with or None,
@@ -96,6 +116,18 @@ def make_accelerator(args: TrainingArguments, run_name: str, find_unused_paramet
         kwargs_handlers=[DistributedDataParallelKwargs(
             find_unused_parameters=find_unused_parameters)],
     )
+    if accelerator.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes (WORLD_SIZE) but Accelerate formed "
+                           f"a group of {accelerator.num_processes}; check `accelerate env` "
+                           f"and the launch flags")
+    return accelerator
+
+
+def _has_accelerator() -> bool:
+    """A GPU (or other device) torch can train on; ``torch.accelerator`` since torch 2.6."""
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
 
 
 def make_optimizer(model: torch.nn.Module, args: TrainingArguments):
@@ -165,6 +197,52 @@ def rng_neutral_start(loader):
 _END = object()
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class Stopped(SystemExit):
+    """Training stopped by a signal after checkpointing its last step; the process exits with
+    status 128 + signal number, as a process killed by that signal reports it to a shell."""
+
+
+@contextmanager
+def stop_signals(names: tuple[str, ...] = STOP_SIGNALS,
+                 on_signal: Callable[[int], None] | None = None) -> Iterator[list[int]]:
+    """Within the block, the named signals are recorded in the yielded list (and passed to
+    ``on_signal``) instead of killing the process; the previous handlers come back after.
+    Outside the main thread, where Python cannot install handlers, nothing is caught."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame) -> None:
+        received.append(signum)
+        if on_signal is not None:
+            on_signal(signum)
+
+    previous = {}
+    for name in names:
+        number = getattr(signal, name, None)  # SIGUSR1 does not exist on Windows
+        if number is not None:
+            previous[number] = signal.signal(number, handler)
+    try:
+        yield received
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def _stop_signal(accelerator, received: list[int]) -> int:
+    """The signal any process received (0: none); every process must stop at the same step,
+    or the ones that go on would wait forever in their next collective."""
+    signum = received[0] if received else 0
+    if accelerator.num_processes > 1:
+        signum = int(accelerator.reduce(torch.tensor(signum, device=accelerator.device),
+                                        "max").item())
+    return signum
+
+
 def _check_finite(step: int, loss: torch.Tensor, grad_norm: torch.Tensor | float,
                   last_checkpoint: Path | None) -> None:
     for what, value in (("loss", float(loss)), ("gradient norm", float(grad_norm))):
@@ -202,50 +280,60 @@ def train(accelerator, args: TrainingArguments, run: Run, model, optimizer, sche
                     disable=not accelerator.is_main_process)
     model.train()
     tick, samples, last_logged = time.perf_counter(), 0, step
-    while step < args.max_steps:
-        epoch, done_in_epoch = divmod(step, per_epoch)
-        train_dl.set_epoch(epoch)
-        batches = train_dl
-        if done_in_epoch:
-            batches = accelerator.skip_first_batches(
-                train_dl, done_in_epoch * args.gradient_accumulation_steps)
-        for batch in rng_neutral_start(batches):
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    out = loss_fn(batch)
-                accelerator.backward(out["loss"])
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(params, clip)
-                    _check_finite(step + 1, out["loss"].detach(), grad_norm, last_checkpoint)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            samples += batch["input_ids"].shape[0] * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            progress.update(1)
-            if step % args.logging_steps == 0 or step == 1:
-                elapsed = time.perf_counter() - tick
-                logs = {k: accelerator.reduce(v.detach().float(), "mean").item()
-                        for k, v in out.items()}
-                logs |= {"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                         "samples_per_s": samples / elapsed,
-                         "s_per_step": elapsed / (step - last_logged)}
-                if tokens_per_sample:
-                    logs["tokens_per_s"] = samples * tokens_per_sample / elapsed
-                accelerator.log(logs, step=step)
-                progress.set_postfix(loss=f"{logs['loss']:.4f}")
-                tick, samples, last_logged = time.perf_counter(), 0, step
-            if evaluate is not None and args.eval_steps and step % args.eval_steps == 0:
-                evaluate(step)
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                last_checkpoint = save_checkpoint(
-                    accelerator, args.output_dir, step,
-                    {"epoch": epoch, "fingerprint": run.fingerprint, "extra": run.extra},
-                    keep=args.save_total_limit)
-            if step >= args.max_steps:
-                break
+    with stop_signals() as received:
+        while step < args.max_steps:
+            epoch, done_in_epoch = divmod(step, per_epoch)
+            train_dl.set_epoch(epoch)
+            batches = train_dl
+            if done_in_epoch:
+                batches = accelerator.skip_first_batches(
+                    train_dl, done_in_epoch * args.gradient_accumulation_steps)
+            for batch in rng_neutral_start(batches):
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        out = loss_fn(batch)
+                    accelerator.backward(out["loss"])
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(params, clip)
+                        _check_finite(step + 1, out["loss"].detach(), grad_norm, last_checkpoint)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                samples += batch["input_ids"].shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                progress.update(1)
+                if step % args.logging_steps == 0 or step == 1:
+                    elapsed = time.perf_counter() - tick
+                    logs = {k: accelerator.reduce(v.detach().float(), "mean").item()
+                            for k, v in out.items()}
+                    logs |= {"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                             "samples_per_s": samples / elapsed,
+                             "s_per_step": elapsed / (step - last_logged)}
+                    if tokens_per_sample:
+                        logs["tokens_per_s"] = samples * tokens_per_sample / elapsed
+                    accelerator.log(logs, step=step)
+                    progress.set_postfix(loss=f"{logs['loss']:.4f}")
+                    tick, samples, last_logged = time.perf_counter(), 0, step
+                if evaluate is not None and args.eval_steps and step % args.eval_steps == 0:
+                    evaluate(step)
+                # a stop signal: checkpoint this step (if the schedule did not) and exit
+                signum = _stop_signal(accelerator, received) if step < args.max_steps else 0
+                if signum or (args.checkpointing_steps and step % args.checkpointing_steps == 0):
+                    last_checkpoint = save_checkpoint(
+                        accelerator, args.output_dir, step,
+                        {"epoch": epoch, "fingerprint": run.fingerprint, "extra": run.extra},
+                        keep=args.save_total_limit)
+                if signum:
+                    progress.close()
+                    accelerator.print(
+                        f"{signal.Signals(signum).name} received: stopped after step {step} of "
+                        f"{args.max_steps}, saved {last_checkpoint}; the same command with "
+                        f"--resume_from_checkpoint latest continues from there")
+                    raise Stopped(128 + signum)
+                if step >= args.max_steps:
+                    break
     progress.close()
     return step
 

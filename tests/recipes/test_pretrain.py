@@ -117,8 +117,65 @@ def test_two_cpu_processes(tiny_teacher, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "stage-1 student saved" in run.stdout
+    # one group of two, not two runs that each think they are alone (each would print this)
+    assert run.stdout.count("stage-1 student saved") == 1, run.stdout[-4000:]
     assert SpikeBertForSequenceClassification.from_pretrained(out, num_labels=2)
+
+
+def _worker_of_rank(launcher_pid: int, rank: int) -> int | None:
+    """The pid of a launcher's worker process with ``RANK=<rank>`` in its environment (Linux)."""
+    from pathlib import Path
+
+    children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
+    for pid in children:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds workers in /proc")
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpoint(tiny_teacher, tmp_path):
+    """A scheduler may signal one worker first: both stop after the same step, which is saved
+    (without agreeing, the other worker would hang in its next collective)."""
+    import signal
+    import time
+
+    from spikebert.checkpoint import latest_checkpoint
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", "29519",
+           str(ROOT / "recipes" / "pretrain.py"),
+           *args_for(tiny_teacher, out, "--max_steps", "100000", "--checkpointing_steps", "0",
+                     "--eval_steps", "0")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not losses_logged(out) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker = _worker_of_rank(launcher.pid, 1)
+        assert worker is not None, "no rank-1 worker found"
+        os.kill(worker, signal.SIGTERM)
+        output, _ = launcher.communicate(timeout=300)
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0
+    stopped = [line for line in output.splitlines() if "SIGTERM received" in line]
+    assert stopped, output[-4000:]
+    checkpoint = latest_checkpoint(out)
+    assert checkpoint is not None and f"saved {checkpoint}" in stopped[0], stopped
+
+
+def losses_logged(out) -> bool:
+    path = out / "logs" / "stage1" / "metrics.csv"
+    return path.exists() and bool(read_csv_metrics(path, "loss"))
 
 
 @pytest.mark.parametrize("extra, error, message", [

@@ -67,6 +67,11 @@ out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
 runs = out / "runs.txt"; runs.write_text(runs.read_text() + "x" if runs.exists() else "x")
 if sys.argv[2] == "fail":
     sys.exit(3)
+if sys.argv[2] == "wait":  # a recipe that checkpoints on SIGTERM, as spikebert.trainer's
+    import signal, time
+    signal.signal(signal.SIGTERM, lambda n, f: sys.exit(128 + n))
+    (out / "ready").touch()
+    time.sleep(60)
 (out / "final.json").write_text("{}")
 """
 
@@ -196,3 +201,41 @@ def test_a_new_run_closes_a_killed_run_at_its_logs_last_write(tmp_path):
     results.close_killed_invocation(record, log)  # a closed or finished run is left alone
     assert record["invocations"][0]["wall_s"] == 300.0
     results.close_killed_invocation({"invocations": []}, log)
+
+
+def test_a_stop_signal_reaches_the_running_recipe_and_starts_no_new_job(tmp_path):
+    import signal
+    import threading
+    import time
+
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE)
+    jobs = [results.Job(name, [str(script), str(tmp_path / name), mode], "final.json")
+            for name, mode in (("slow", "wait"), ("next", "ok"))]
+    children = results.Children()
+
+    def stop_when_ready():
+        while not (tmp_path / "slow" / "ready").exists():
+            time.sleep(0.05)
+        children.forward(signal.SIGTERM)
+
+    threading.Thread(target=stop_when_ready, daemon=True).start()
+    messages = []
+    failed = results.run_all(jobs, tmp_path, parallel=1, log=messages.append,
+                             children=children)
+    assert failed == ["slow"] and not (tmp_path / "next").exists()
+    assert any("stopped by SIGTERM" in m for m in messages), messages
+    record = json.loads((tmp_path / "slow" / "job.json").read_text())
+    assert record["invocations"][0]["rc"] == 128 + signal.SIGTERM
+
+
+def test_started_jobs_go_first(tmp_path):
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE)
+    jobs = [results.Job(name, [str(script), str(tmp_path / name), "ok"], "final.json")
+            for name in ("fresh", "started")]
+    (tmp_path / "started").mkdir()
+    (tmp_path / "started" / "job.json").write_text('{"invocations": []}')
+    messages = []
+    results.run_all(jobs, tmp_path, parallel=1, log=messages.append)
+    assert [m.split("]")[0] for m in messages if m.endswith("done")] == ["[started", "[fresh"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,14 @@ from spikebert.checkpoint import (
 )
 from spikebert.configuration_spikebert import SpikeBertConfig
 from spikebert.loading import apply_overrides, check_max_length
-from spikebert.trainer import make_optimizer, rng_neutral_start, start_run, train
+from spikebert.trainer import (
+    Stopped,
+    make_optimizer,
+    rng_neutral_start,
+    start_run,
+    stop_signals,
+    train,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -142,9 +151,11 @@ def test_max_length_beyond_positions_is_refused():
 # ---------------------------------------------------------------- checkpoints and resume
 
 
-def tiny_run(tmp_path: Path, *extra: str, steps: int = 4, nan_at: int | None = None):
+def tiny_run(tmp_path: Path, *extra: str, steps: int = 4, nan_at: int | None = None,
+             signal_at: int | None = None):
     """A small regression trained by the recipes' loop; returns (args, losses per step).
-    ``nan_at``: the loss of that step turns NaN (a diverged model)."""
+    ``nan_at``: the loss of that step turns NaN (a diverged model). ``signal_at``: the
+    process sends itself SIGTERM during that step (a scheduler ending the job)."""
     from accelerate.utils import set_seed
 
     from spikebert.trainer import make_accelerator
@@ -168,6 +179,8 @@ def tiny_run(tmp_path: Path, *extra: str, steps: int = 4, nan_at: int | None = N
         loss = (model(batch["input_ids"]) - batch["y"]).pow(2).mean()
         step = len(losses) + run.step + 1
         losses[step] = loss.item()
+        if step == signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
         return {"loss": loss * math.nan if step == nan_at else loss}
 
     train(accelerator, args, run, model, optimizer, scheduler, loader, loss_fn, desc="tiny")
@@ -187,6 +200,34 @@ def test_resume_is_exact_and_refuses_other_runs(tmp_path):
         tiny_run(cut)  # a fresh run into a folder holding another run's checkpoints
     tiny_run(cut, "--seed", "1", "--overwrite_output_dir", steps=1)
     assert [p.name for p in cut.iterdir() if p.name.startswith("checkpoint")] == []
+
+
+def test_sigterm_checkpoints_the_step_then_exits_and_resumes_exactly(tmp_path):
+    _, full = tiny_run(tmp_path / "full", steps=5)
+    cut = tmp_path / "cut"
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped) as stopped:  # mid-step 3: step 3 ends, is saved, then exit
+        tiny_run(cut, steps=5, signal_at=3)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    _, resumed = tiny_run(cut, "--resume_from_checkpoint", "latest", steps=5)
+    assert resumed == {s: full[s] for s in (4, 5)}
+
+
+def test_a_signal_on_a_checkpoint_step_saves_once_and_on_the_last_step_finishes(tmp_path):
+    with pytest.raises(Stopped):
+        tiny_run(tmp_path / "a", signal_at=2)  # step 2 is a scheduled checkpoint already
+    assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint-*")) == ["checkpoint-2"]
+    _, losses = tiny_run(tmp_path / "b", steps=3, signal_at=3)  # nothing left to stop
+    assert sorted(losses) == [1, 2, 3]
+
+
+def test_stop_signals_records_instead_of_dying():
+    seen = []
+    with stop_signals(("SIGTERM",), on_signal=seen.append) as received:
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert received == seen == [signal.SIGTERM]
 
 
 def test_state_beyond_max_steps_is_refused(tmp_path):
