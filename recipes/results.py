@@ -362,15 +362,16 @@ def say(message: str) -> None:
 def run_all(jobs: list[Job], runs: Path, parallel: int, log=say,
             children: Children | None = None) -> list[str]:
     """Run the jobs that are not done, ``parallel`` at a time, each after the jobs it needs,
-    those already started (a ``job.json``) first; returns the names of those that failed or
-    could not start because a need failed. After a stop signal (``children.forward``) no
-    job starts; the running ones are waited for."""
+    evaluations first, then those already started (a ``job.json``); returns the names of
+    those that failed or could not start because a need failed. After a stop signal
+    (``children.forward``) no job starts; the running ones are waited for."""
     children = children or Children()
     done = {j.name for j in jobs if (j.out(runs) / j.final).exists()}
     failed: list[str] = []
-    # a started job finishes before a new one starts: its checkpoint is work already paid for
+    # evaluations (minutes) first, so a finished student's row fills at once; then started
+    # jobs, whose checkpoints are work already paid for; then new ones, in plan order
     pending = sorted((j for j in jobs if j.name not in done),
-                     key=lambda j: not (j.out(runs) / "job.json").exists())
+                     key=lambda j: (j.resumable, not (j.out(runs) / "job.json").exists()))
     running: dict[Future, Job] = {}
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         while pending or running:

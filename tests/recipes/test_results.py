@@ -229,13 +229,15 @@ def test_a_stop_signal_reaches_the_running_recipe_and_starts_no_new_job(tmp_path
     assert record["invocations"][0]["rc"] == 128 + signal.SIGTERM
 
 
-def test_started_jobs_go_first(tmp_path):
+def test_evaluations_then_started_jobs_go_first(tmp_path):
     script = tmp_path / "fake.py"
     script.write_text(FAKE)
     jobs = [results.Job(name, [str(script), str(tmp_path / name), "ok"], "final.json")
-            for name in ("fresh", "started")]
+            for name in ("fresh", "started", "eval")]
+    jobs[2].resumable = False
     (tmp_path / "started").mkdir()
     (tmp_path / "started" / "job.json").write_text('{"invocations": []}')
     messages = []
     results.run_all(jobs, tmp_path, parallel=1, log=messages.append)
-    assert [m.split("]")[0] for m in messages if m.endswith("done")] == ["[started", "[fresh"]
+    assert [m.split("]")[0] for m in messages if m.endswith("done")] == [
+        "[eval", "[started", "[fresh"]
