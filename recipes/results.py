@@ -375,9 +375,8 @@ def run_all(jobs: list[Job], runs: Path, parallel: int, log=say,
     running: dict[Future, Job] = {}
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         while pending or running:
-            for job in list(pending):  # ``select`` put every job's needs in ``jobs``
-                if children.stopping:
-                    break
+            # after a stop signal nothing new starts; ``select`` put every need in ``jobs``
+            for job in [] if children.stopping else list(pending):
                 if any(n in failed for n in job.needs):
                     failed.append(job.name)
                     pending.remove(job)

@@ -107,15 +107,21 @@ def test_non_finite_loss_stops_the_run(tmp_path):
     assert not (out / "model.safetensors").exists()
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def two_processes(teacher, out, port: int, *extra: str) -> list[str]:
+    """Stage 1 launched as two CPU processes (one gloo group) by ``accelerate launch``."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", str(port),
+            str(ROOT / "recipes" / "pretrain.py"), *args_for(teacher, out, *extra)]
+
+
 def test_two_cpu_processes(tiny_teacher, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29517",
-           str(ROOT / "recipes" / "pretrain.py"),
-           *args_for(tiny_teacher, out, "--max_steps", "2")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(two_processes(tiny_teacher, out, 29517, "--max_steps", "2"),
+                         env=ENV, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     # one group of two, not two runs that each think they are alone (each would print this)
     assert run.stdout.count("stage-1 student saved") == 1, run.stdout[-4000:]
@@ -147,18 +153,14 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpoint(tiny_teach
     from spikebert.checkpoint import latest_checkpoint
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29519",
-           str(ROOT / "recipes" / "pretrain.py"),
-           *args_for(tiny_teacher, out, "--max_steps", "100000", "--checkpointing_steps", "0",
-                     "--eval_steps", "0")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    cmd = two_processes(tiny_teacher, out, 29519, "--max_steps", "100000",
+                        "--checkpointing_steps", "0", "--eval_steps", "0")
+    launcher = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
+    metrics = out / "logs" / "stage1" / "metrics.csv"
     try:
         deadline = time.monotonic() + 300
-        while not losses_logged(out) and time.monotonic() < deadline:
+        while not (metrics.exists() and losses(out)) and time.monotonic() < deadline:
             time.sleep(0.2)
         worker = _worker_of_rank(launcher.pid, 1)
         assert worker is not None, "no rank-1 worker found"
@@ -171,11 +173,6 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpoint(tiny_teach
     assert stopped, output[-4000:]
     checkpoint = latest_checkpoint(out)
     assert checkpoint is not None and f"saved {checkpoint}" in stopped[0], stopped
-
-
-def losses_logged(out) -> bool:
-    path = out / "logs" / "stage1" / "metrics.csv"
-    return path.exists() and bool(read_csv_metrics(path, "loss"))
 
 
 @pytest.mark.parametrize("extra, error, message", [
