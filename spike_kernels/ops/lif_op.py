@@ -77,7 +77,9 @@ def make_params(**kwargs) -> NeuronParams:
     """:meth:`NeuronParams.make`, cached per distinct (typed) arguments: validation runs once
     per neuron configuration, not on every call of the op. Only immutable surrogates (a name
     or a :class:`Surrogate`) are cached: another object could change its alpha later."""
-    if not isinstance(kwargs.get("surrogate"), str | Surrogate):
+    # Under torch.compile the validation runs once at trace time anyway; calling the cache
+    # there only makes Dynamo warn that it traces through lru_cache.
+    if torch.compiler.is_compiling() or not isinstance(kwargs.get("surrogate"), str | Surrogate):
         return NeuronParams.make(**kwargs)
     try:
         return _make_params(**kwargs)

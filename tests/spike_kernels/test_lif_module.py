@@ -142,6 +142,8 @@ class Model(nn.Module):
         return self.out(s), v
 
 
+# Dynamo must not trace through the parameter cache (it warns of possible silent errors)
+@pytest.mark.filterwarnings("error:Dynamo detected a call to a `functools.lru_cache`")
 def test_torch_compile_fullgraph_matches_eager():
     """Linear -> lif -> Linear under torch.compile(fullgraph=True): no graph break (it would
     raise), and forward and gradients equal to eager."""
