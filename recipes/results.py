@@ -472,11 +472,14 @@ def render_table(result: dict) -> str:
     for r in result["rows"]:
         job = result["jobs"].get(r["student_job"], {})
         wall = job.get("wall_s")
+        # a job still running (or stopped mid-way) shows its time so far, marked as such
+        wall_text = _num(wall / 60 if wall else None, 0,
+                         " min" if job.get("done") else " min so far")
         lines.append(
             f"| {r['row']} | {_num(r['teacher_accuracy'])} | {_num(r['student_accuracy'])} | "
             f"{_num(r['gap'], suffix='')} | {_num(r['teacher_energy_mj'], 3)} | "
             f"{_num(r['student_energy_mj'], 3)} | {_num(r['energy_reduction'], 1, '%')} | "
-            f"{_num(wall / 60 if wall else None, 0, ' min')} | {_num(job.get('s_per_step'))} |")
+            f"{wall_text} | {_num(job.get('s_per_step'))} |")
     lines += ["", "| job | done | wall | s/step | command |", "|---|---|---|---|---|"]
     for name, job in result["jobs"].items():
         wall = f"{job['wall_s'] / 60:.0f} min" if job["wall_s"] else "-"

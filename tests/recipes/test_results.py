@@ -111,6 +111,7 @@ def test_table_is_generated_from_the_json_into_the_readme(tmp_path):
     (tmp_path / "stage2-sst2" / "logs" / "s").mkdir(parents=True)
     (tmp_path / "stage2-sst2" / "logs" / "s" / "metrics.csv").write_text(
         "step,name,value\n10,s_per_step,2.0\n20,s_per_step,3.0\n30,s_per_step,2.5\n")
+    (tmp_path / "stage2-sst2" / "metrics.json").write_text("{}")  # its final file: done
     (tmp_path / "stage2-sst2" / "job.json").write_text(json.dumps(
         {"invocations": [{"wall_s": 600.0, "rc": 0}, {"wall_s": 1200.0, "rc": 0}]}))
     # a runner killed mid-job leaves wall_s None: counted until the job's log last changed
@@ -136,6 +137,7 @@ def test_table_is_generated_from_the_json_into_the_readme(tmp_path):
     table = results.render_table(result)
     assert "| sst2 | 88.65 | 85.00 | -3.65 | 1.250 | 0.100 | 92.0% | 30 min | 2.50 |" in table
     assert "| mr | pending |" in table
+    assert "| 2 min so far |" in table  # stage2-mr has no final file yet: not done
     (tmp_path / "teacher-mr").mkdir()
     (tmp_path / "teacher-mr" / "metrics.json").write_text(json.dumps({"dev": {"accuracy": 0.8321}}))
     mr = results.collect("cpu", jobs, rows, tmp_path)["rows"][1]
