@@ -484,8 +484,10 @@ def render_table(result: dict) -> str:
     for name, job in result["jobs"].items():
         wall = f"{job['wall_s'] / 60:.0f} min" if job["wall_s"] else "-"
         note = f" ({job['note']})" if job.get("note") else ""
+        # a finished job with no training steps (an evaluation) has no rate to wait for
+        rate = "-" if job["done"] and job["s_per_step"] is None else _num(job["s_per_step"])
         lines.append(f"| {name} | {'yes' if job['done'] else 'no'} | {wall} | "
-                     f"{_num(job['s_per_step'])} | `{job['command']}`{note} |")
+                     f"{rate} | `{job['command']}`{note} |")
     return "\n".join(lines)
 
 

@@ -138,6 +138,9 @@ def test_table_is_generated_from_the_json_into_the_readme(tmp_path):
     assert "| sst2 | 88.65 | 85.00 | -3.65 | 1.250 | 0.100 | 92.0% | 30 min | 2.50 |" in table
     assert "| mr | pending |" in table
     assert "| 2 min so far |" in table  # stage2-mr has no final file yet: not done
+    # a finished evaluation has no steps: its rate is "-", not "pending"
+    assert "| eval-sst2 | yes | - | - |" in table
+    assert "| eval-mr | no | - | pending |" in table
     (tmp_path / "teacher-mr").mkdir()
     (tmp_path / "teacher-mr" / "metrics.json").write_text(json.dumps({"dev": {"accuracy": 0.8321}}))
     mr = results.collect("cpu", jobs, rows, tmp_path)["rows"][1]
