@@ -67,6 +67,11 @@ class Budget:
     teacher_lr: tuple[str, str] = ("1e-4", "2e-4")  # English, Chinese
     stage1_batch: int = 32
     teacher_eval_steps: dict[str, int] = field(default_factory=dict)  # default: per epoch
+    # autocast of every training job (None: what the launcher sets). bf16 on CPUs with
+    # AVX512-BF16 or AMX: a `mini` training step took 1.17 s in bf16 vs 2.83 s in fp32 on
+    # an AMD EPYC core (bench/test_bench_train_step.py); spikes are exact in bf16 and
+    # membranes stay fp32
+    mixed_precision: str | None = None
 
 
 BUDGETS = {
@@ -75,10 +80,11 @@ BUDGETS = {
                   mlm_steps=1500, stage1_steps=3000, stage1_steps_zh=1500, stage2_steps=1500,
                   n_iter=8, eval_steps=150,
                   # the English teachers' dev evaluations per epoch, as they were run
-                  teacher_eval_steps={"sst2": 109, "mr": 134, "subj": 125, "sst5": 134}),
+                  teacher_eval_steps={"sst2": 109, "mr": 134, "subj": 125, "sst5": 134},
+                  mixed_precision="bf16"),
     "smoke": Budget(teacher_epochs={t: 0.01 for t in ENGLISH + CHINESE}, mlm_steps=2,
                     stage1_steps=2, stage1_steps_zh=2, stage2_steps=2, n_iter=1, eval_steps=2,
-                    teacher_eval_steps={t: 1 for t in ENGLISH}),
+                    teacher_eval_steps={t: 1 for t in ENGLISH}, mixed_precision="bf16"),
     "paper": Budget(teacher_epochs={t: 3 for t in ENGLISH + CHINESE}, stage1_steps=50_000,
                     stage1_steps_zh=20_000, n_iter=20, eval_steps=2000, stage2_epochs=30,
                     preset="paper", en_teacher="bert-base-cased",
@@ -207,9 +213,24 @@ def plan(budget: Budget, data_dir: str, runs: Path,
     distill("sst2, no feature loss", "sst2", "stage2-sst2-no-feature-loss", ["--w_feat", "0"],
             "stage1-en")
     for job in jobs:
-        if job.resumable:
+        if job.resumable:  # the training jobs
             job.launcher = tuple(launcher)
+            if budget.mixed_precision:
+                job.argv += ["--mixed_precision", budget.mixed_precision]
     return jobs, rows
+
+
+def needed(jobs: list[Job], names: list[str]) -> set[str]:
+    """``names`` and every job they need, transitively."""
+    by_name = {j.name: j for j in jobs}
+    wanted: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name not in wanted:
+            wanted.add(name)
+            stack.extend(by_name[name].needs)
+    return wanted
 
 
 def select(jobs: list[Job], rows: list[Row], only: list[str] | None) -> list[Job]:
@@ -220,14 +241,7 @@ def select(jobs: list[Job], rows: list[Row], only: list[str] | None) -> list[Job
     unknown = sorted(set(only) - known)
     if unknown:
         raise SystemExit(f"--only: unknown rows {unknown}; rows are {sorted(known)}")
-    by_name = {j.name: j for j in jobs}
-    wanted: set[str] = set()
-    stack = [r.evaluation for r in rows if r.label in only]
-    while stack:
-        name = stack.pop()
-        if name not in wanted:
-            wanted.add(name)
-            stack.extend(by_name[name].needs)
+    wanted = needed(jobs, [r.evaluation for r in rows if r.label in only])
     return [j for j in jobs if j.name in wanted]
 
 
@@ -439,25 +453,64 @@ def teacher_dev_accuracy(folder: Path) -> float | None:
     return None if accuracy is None else 100 * accuracy
 
 
-def collect(budget_name: str, jobs: list[Job], rows: list[Row], runs: Path) -> dict:
+def precision(command: str) -> str:
+    """The autocast a training command ran under: its ``--mixed_precision`` or fp32."""
+    args = shlex.split(command)
+    if "--mixed_precision" in args[:-1]:
+        value = args[args.index("--mixed_precision") + 1]
+        return "fp32" if value == "no" else value
+    return "fp32"
+
+
+def collect(budget_name: str, jobs: list[Job], rows: list[Row], runs: Path,
+            previous: dict | None = None) -> dict:
     """The table as JSON: per row the teacher's and student's dev accuracy and energy (from
-    the evaluation job; None until it has run) and per job its summary."""
+    the evaluation job; None until it has run) and per job its summary.
+
+    ``previous`` (the JSON an earlier collect wrote, same budget) keeps what the runs folder
+    no longer holds: a finished job whose folder is gone (a lost machine, a cleaned disk)
+    keeps its recorded command and times, and a measured row whose evaluation folder is
+    gone keeps its numbers, both marked ``carried``. A job or row run again here replaces
+    its carried record."""
+    previous = previous or {}
+    if previous and previous.get("budget") != budget_name:
+        raise SystemExit(f"the previous JSON is for budget {previous.get('budget')!r}, "
+                         f"not {budget_name!r}: write this budget's table to another file")
+    old_jobs = previous.get("jobs", {})
+    old_rows = {r["row"]: r for r in previous.get("rows", [])}
+    summaries = {}
+    for job in jobs:
+        old = old_jobs.get(job.name, {})
+        if not job.out(runs).exists() and old.get("done"):
+            summaries[job.name] = {**old, "carried": True}
+        else:
+            summaries[job.name] = job_summary(job, runs)
     table = []
     for row in rows:
         path = runs / row.evaluation / "eval.json"
+        old = old_rows.get(row.label, {})
+        if not path.exists() and old.get("student_accuracy") is not None:
+            # measured before, not (yet) again here: the old numbers with the runs that made
+            # them (teacher, stage 1, student, evaluation), which new runs must not overwrite
+            made_by = old.get("runs") or {name: old_jobs[name]
+                                          for name in needed(jobs, [row.evaluation])
+                                          if name in old_jobs}
+            table.append({**old, "carried": True, "runs": made_by,
+                          "precision": precision(made_by[row.student]["command"])})
+            continue
         ev = json.loads(path.read_text()) if path.exists() else {}
         student = ev.get("accuracy")
         teacher = ev.get("teacher_accuracy", teacher_dev_accuracy(runs / row.teacher))
         table.append({
             "row": row.label, "task": row.task, "teacher_job": row.teacher,
             "student_job": row.student, "evaluation_job": row.evaluation,
+            "precision": precision(summaries[row.student]["command"]),
             "teacher_accuracy": teacher, "student_accuracy": student,
             "gap": None if teacher is None or student is None else student - teacher,
             "teacher_energy_mj": ev.get("teacher_energy_mj"),
             "student_energy_mj": ev.get("energy_mj"),
             "energy_reduction": ev.get("energy_reduction")})
-    return {"budget": budget_name, "runs_dir": str(runs), "rows": table,
-            "jobs": {j.name: job_summary(j, runs) for j in jobs}}
+    return {"budget": budget_name, "runs_dir": str(runs), "rows": table, "jobs": summaries}
 
 
 def _num(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -468,9 +521,9 @@ def _num(value: float | None, digits: int = 2, suffix: str = "") -> str:
 def render_table(result: dict) -> str:
     """Markdown: the accuracy/energy table, then every job with its command and timing."""
     lines = ["| row (dev) | teacher acc. | SpikeBERT acc. | gap | teacher mJ | SpikeBERT mJ | "
-             "energy reduction | stage-2 wall | stage-2 s/step |", "|---" * 9 + "|"]
+             "energy reduction | stage-2 wall | stage-2 s/step | precision |", "|---" * 10 + "|"]
     for r in result["rows"]:
-        job = result["jobs"].get(r["student_job"], {})
+        job = r.get("runs", result["jobs"]).get(r["student_job"], {})
         wall = job.get("wall_s")
         # a job still running (or stopped mid-way) shows its time so far, marked as such
         wall_text = _num(wall / 60 if wall else None, 0,
@@ -479,15 +532,30 @@ def render_table(result: dict) -> str:
             f"| {r['row']} | {_num(r['teacher_accuracy'])} | {_num(r['student_accuracy'])} | "
             f"{_num(r['gap'], suffix='')} | {_num(r['teacher_energy_mj'], 3)} | "
             f"{_num(r['student_energy_mj'], 3)} | {_num(r['energy_reduction'], 1, '%')} | "
-            f"{wall_text} | {_num(job.get('s_per_step'))} |")
+            f"{wall_text} | {_num(job.get('s_per_step'))} | {r['precision']} |")
     lines += ["", "| job | done | wall | s/step | command |", "|---|---|---|---|---|"]
     for name, job in result["jobs"].items():
         wall = f"{job['wall_s'] / 60:.0f} min" if job["wall_s"] else "-"
-        note = f" ({job['note']})" if job.get("note") else ""
+        notes = [job["note"]] if job.get("note") else []
+        if job.get("carried"):
+            notes.append("kept from the JSON: its run folder is gone")
+        note = f" ({'; '.join(notes)})" if notes else ""
         # a finished job with no training steps (an evaluation) has no rate to wait for
         rate = "-" if job["done"] and job["s_per_step"] is None else _num(job["s_per_step"])
         lines.append(f"| {name} | {'yes' if job['done'] else 'no'} | {wall} | "
                      f"{rate} | `{job['command']}`{note} |")
+    earlier: dict[tuple[str, str], list[str]] = {}  # carried rows' runs that were redone
+    for r in result["rows"]:
+        for name, run in r.get("runs", {}).items():
+            now = result["jobs"][name]
+            if (now["command"], now["wall_s"]) != (run["command"], run["wall_s"]):
+                earlier.setdefault((name, run["command"]), []).append(r["row"])
+    for (name, command), labels in earlier.items():
+        run = next(r["runs"][name] for r in result["rows"] if r["row"] == labels[0])
+        wall = f"{run['wall_s'] / 60:.0f} min" if run["wall_s"] else "-"
+        rate = "-" if run["s_per_step"] is None else _num(run["s_per_step"])
+        lines.append(f"| {name} (the run behind rows {', '.join(labels)}) | yes | {wall} | "
+                     f"{rate} | `{command}` (kept from the JSON: its run folder is gone) |")
     return "\n".join(lines)
 
 
@@ -523,8 +591,9 @@ def main(argv: list[str] | None = None) -> dict:
     with stop_signals(on_signal=children.forward):
         failed = [] if args.table_only else run_all(select(jobs, rows, args.only), runs,
                                                     args.parallel, children=children)
-    result = collect(args.budget, jobs, rows, runs)
     out = Path(args.output_json)
+    previous = json.loads(out.read_text()) if out.exists() else None
+    result = collect(args.budget, jobs, rows, runs, previous)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2))
     table = render_table(result)

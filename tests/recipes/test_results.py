@@ -166,6 +166,65 @@ def test_main_writes_json_without_running_anything(tmp_path, capsys):
     assert "| sst2 | pending |" in capsys.readouterr().out
 
 
+def test_a_lost_runs_folder_keeps_the_measured_rows_of_the_json(tmp_path):
+    """The JSON is the record: a row and its jobs measured on a machine whose runs folder is
+    gone stay in the table, marked carried, until a new run of the same row has measured
+    it; a new run of its student (here in bf16) does not borrow the old numbers' times."""
+    jobs, rows = results.plan(results.BUDGETS["cpu"], "data", tmp_path)
+    old_command = "python recipes/distill.py --task sst2 --max_steps 1500"  # fp32
+    previous = {"budget": "cpu", "rows": [{
+        "row": "sst2", "task": "sst2", "teacher_job": "teacher-sst2",
+        "student_job": "stage2-sst2", "evaluation_job": "eval-sst2",
+        "teacher_accuracy": 88.65, "student_accuracy": 81.42, "gap": -7.23,
+        "teacher_energy_mj": 1.261, "student_energy_mj": 0.156, "energy_reduction": 87.7}],
+        "jobs": {"stage2-sst2": {"command": old_command, "done": True, "wall_s": 7920.0,
+                                 "invocations": 2, "s_per_step": 4.876},
+                 "eval-sst2": {"command": "python recipes/evaluate.py", "done": True,
+                               "wall_s": 116.2, "invocations": 1, "s_per_step": None},
+                 "stage2-mr": {"command": "x", "done": False, "wall_s": 60.0,
+                               "invocations": 1, "s_per_step": 5.0}}}
+    result = results.collect("cpu", jobs, rows, tmp_path, previous)
+    sst2 = result["rows"][0]
+    assert sst2["carried"] and sst2["student_accuracy"] == 81.42
+    assert sorted(sst2["runs"]) == ["eval-sst2", "stage2-sst2"]  # those the JSON had
+    assert sst2["precision"] == "fp32"
+    assert result["jobs"]["stage2-sst2"]["carried"]
+    assert result["jobs"]["stage2-mr"]["wall_s"] == 0  # unfinished: not kept
+    table = results.render_table(result)
+    assert "| sst2 | 88.65 | 81.42 | -7.23 | 1.261 | 0.156 | 87.7% | 132 min | 4.88 | fp32 |" \
+        in table
+    assert "(kept from the JSON: its run folder is gone) |" in table
+    # a new bf16 run of the student has started: the row keeps its old run's numbers
+    (tmp_path / "stage2-sst2").mkdir()
+    (tmp_path / "stage2-sst2" / "job.json").write_text(json.dumps({"invocations": [
+        {"started_unix": 1_000_000, "wall_s": 30.0, "rc": 0}]}))
+    again = results.collect("cpu", jobs, rows, tmp_path, result)
+    assert again["rows"][0]["student_accuracy"] == 81.42
+    assert again["rows"][0]["precision"] == "fp32"
+    assert again["jobs"]["stage2-sst2"]["command"].endswith("--mixed_precision bf16")
+    table = results.render_table(again)
+    assert "| 132 min | 4.88 | fp32 |" in table
+    assert f"| stage2-sst2 (the run behind rows sst2) | yes | 132 min | 4.88 | `{old_command}`" \
+        in table
+    assert "eval-sst2 (the run behind" not in table  # not run again: listed once, above
+    # ... until its evaluation has measured it again
+    (tmp_path / "eval-sst2").mkdir()
+    (tmp_path / "eval-sst2" / "eval.json").write_text(json.dumps({
+        "accuracy": 82.0, "teacher_accuracy": 88.0, "energy_mj": 0.15,
+        "teacher_energy_mj": 1.25, "energy_reduction": 88.0}))
+    fresh = results.collect("cpu", jobs, rows, tmp_path, again)["rows"][0]
+    assert "carried" not in fresh and fresh["student_accuracy"] == 82.0
+    assert fresh["precision"] == "bf16"
+    with pytest.raises(SystemExit, match="budget 'cpu', not 'smoke'"):
+        results.collect("smoke", jobs, rows, tmp_path, previous)
+
+
+def test_precision_is_read_from_the_command():
+    assert results.precision("python recipes/distill.py --mixed_precision bf16") == "bf16"
+    assert results.precision("python recipes/distill.py --mixed_precision no") == "fp32"
+    assert results.precision("python recipes/distill.py") == "fp32"
+
+
 def test_a_job_run_by_a_live_process_is_not_started_twice(tmp_path):
     """Two runners on one runs folder: the second refuses the job the first holds (its
     lock names a live process) and takes over the lock of a dead one."""
