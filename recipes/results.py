@@ -14,7 +14,8 @@ the trainer's logged ``s_per_step``. ``--only sst2 "sst2, no stage 1"`` runs jus
 rows (and the jobs they need). A failed job stops its dependants and makes the command
 exit non-zero. A SIGTERM (or SIGUSR1) to the runner starts no new job and is passed on to the
 running recipes, which checkpoint their current step and exit; the runner then exits with
-128 + signal, and the same command resumes everything.
+128 + signal, and the same command resumes everything. The JSON written before is read
+back: rows and jobs it recorded whose run folders are gone are kept, marked carried.
 """
 
 from __future__ import annotations
@@ -67,11 +68,13 @@ class Budget:
     teacher_lr: tuple[str, str] = ("1e-4", "2e-4")  # English, Chinese
     stage1_batch: int = 32
     teacher_eval_steps: dict[str, int] = field(default_factory=dict)  # default: per epoch
-    # autocast of every training job (None: what the launcher sets). bf16 on CPUs with
-    # AVX512-BF16 or AMX: a `mini` training step took 1.17 s in bf16 vs 2.83 s in fp32 on
-    # an AMD EPYC core (bench/test_bench_train_step.py); spikes are exact in bf16 and
-    # membranes stay fp32
-    mixed_precision: str | None = None
+    # autocast of the teachers' jobs (MLM pre-training, fine-tuning) and of the spiking
+    # students' (stage 1, stage 2); None: what the launcher sets. On a CPU with AVX512-BF16
+    # bf16 makes a step 2-2.4x faster, and the teachers come out as in fp32 (within 1.2 dev
+    # points); but a stage 1 in bf16 plateaued at held-out loss 2.28 against fp32's 1.95
+    # and its stage 2 started 8 points lower on dev, so the students train in fp32
+    teacher_precision: str | None = None
+    student_precision: str | None = None
 
 
 BUDGETS = {
@@ -81,10 +84,10 @@ BUDGETS = {
                   n_iter=8, eval_steps=150,
                   # the English teachers' dev evaluations per epoch, as they were run
                   teacher_eval_steps={"sst2": 109, "mr": 134, "subj": 125, "sst5": 134},
-                  mixed_precision="bf16"),
+                  teacher_precision="bf16"),
     "smoke": Budget(teacher_epochs={t: 0.01 for t in ENGLISH + CHINESE}, mlm_steps=2,
                     stage1_steps=2, stage1_steps_zh=2, stage2_steps=2, n_iter=1, eval_steps=2,
-                    teacher_eval_steps={t: 1 for t in ENGLISH}, mixed_precision="bf16"),
+                    teacher_eval_steps={t: 1 for t in ENGLISH}, teacher_precision="bf16"),
     "paper": Budget(teacher_epochs={t: 3 for t in ENGLISH + CHINESE}, stage1_steps=50_000,
                     stage1_steps_zh=20_000, n_iter=20, eval_steps=2000, stage2_epochs=30,
                     preset="paper", en_teacher="bert-base-cased",
@@ -215,8 +218,10 @@ def plan(budget: Budget, data_dir: str, runs: Path,
     for job in jobs:
         if job.resumable:  # the training jobs
             job.launcher = tuple(launcher)
-            if budget.mixed_precision:
-                job.argv += ["--mixed_precision", budget.mixed_precision]
+            teaches = job.argv[0] in ("recipes/pretrain_teacher.py", "recipes/finetune_teacher.py")
+            autocast = budget.teacher_precision if teaches else budget.student_precision
+            if autocast:
+                job.argv += ["--mixed_precision", autocast]
     return jobs, rows
 
 
@@ -554,8 +559,10 @@ def render_table(result: dict) -> str:
         run = next(r["runs"][name] for r in result["rows"] if r["row"] == labels[0])
         wall = f"{run['wall_s'] / 60:.0f} min" if run["wall_s"] else "-"
         rate = "-" if run["s_per_step"] is None else _num(run["s_per_step"])
-        lines.append(f"| {name} (the run behind rows {', '.join(labels)}) | yes | {wall} | "
-                     f"{rate} | `{command}` (kept from the JSON: its run folder is gone) |")
+        notes = [run["note"]] if run.get("note") else []
+        notes.append("kept from the JSON: its run folder is gone")
+        lines.append(f"| {name} (the run behind rows {'; '.join(labels)}) | yes | {wall} | "
+                     f"{rate} | `{command}` ({'; '.join(notes)}) |")
     return "\n".join(lines)
 
 

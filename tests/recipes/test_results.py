@@ -186,6 +186,10 @@ def test_a_lost_runs_folder_keeps_the_measured_rows_of_the_json(tmp_path):
     result = results.collect("cpu", jobs, rows, tmp_path, previous)
     sst2 = result["rows"][0]
     assert sst2["carried"] and sst2["student_accuracy"] == 81.42
+    previous["jobs"]["stage2-sst2"]["command"] += " --mixed_precision bf16"
+    assert results.collect("cpu", jobs, rows, tmp_path, previous)["rows"][0]["precision"] \
+        == "bf16"
+    previous["jobs"]["stage2-sst2"]["command"] = old_command
     assert sorted(sst2["runs"]) == ["eval-sst2", "stage2-sst2"]  # those the JSON had
     assert sst2["precision"] == "fp32"
     assert result["jobs"]["stage2-sst2"]["carried"]
@@ -194,14 +198,14 @@ def test_a_lost_runs_folder_keeps_the_measured_rows_of_the_json(tmp_path):
     assert "| sst2 | 88.65 | 81.42 | -7.23 | 1.261 | 0.156 | 87.7% | 132 min | 4.88 | fp32 |" \
         in table
     assert "(kept from the JSON: its run folder is gone) |" in table
-    # a new bf16 run of the student has started: the row keeps its old run's numbers
+    # a new run of the student (another command) has started: the row keeps its old run's
     (tmp_path / "stage2-sst2").mkdir()
     (tmp_path / "stage2-sst2" / "job.json").write_text(json.dumps({"invocations": [
         {"started_unix": 1_000_000, "wall_s": 30.0, "rc": 0}]}))
     again = results.collect("cpu", jobs, rows, tmp_path, result)
     assert again["rows"][0]["student_accuracy"] == 81.42
     assert again["rows"][0]["precision"] == "fp32"
-    assert again["jobs"]["stage2-sst2"]["command"].endswith("--mixed_precision bf16")
+    assert again["jobs"]["stage2-sst2"]["command"] != old_command
     table = results.render_table(again)
     assert "| 132 min | 4.88 | fp32 |" in table
     assert f"| stage2-sst2 (the run behind rows sst2) | yes | 132 min | 4.88 | `{old_command}`" \
@@ -214,9 +218,16 @@ def test_a_lost_runs_folder_keeps_the_measured_rows_of_the_json(tmp_path):
         "teacher_energy_mj": 1.25, "energy_reduction": 88.0}))
     fresh = results.collect("cpu", jobs, rows, tmp_path, again)["rows"][0]
     assert "carried" not in fresh and fresh["student_accuracy"] == 82.0
-    assert fresh["precision"] == "bf16"
+    assert fresh["precision"] == "fp32"
     with pytest.raises(SystemExit, match="budget 'cpu', not 'smoke'"):
         results.collect("smoke", jobs, rows, tmp_path, previous)
+
+
+def test_cpu_teachers_train_in_bf16_and_students_in_fp32(tmp_path):
+    jobs, _ = results.plan(results.BUDGETS["cpu"], "data", tmp_path)
+    for job in jobs:
+        teaches = job.name.startswith("teacher-")
+        assert (results.precision(job.command()) == "bf16") == teaches, job.name
 
 
 def test_precision_is_read_from_the_command():
