@@ -539,31 +539,31 @@ def render_table(result: dict) -> str:
             f"{_num(r['student_energy_mj'], 3)} | {_num(r['energy_reduction'], 1, '%')} | "
             f"{wall_text} | {_num(job.get('s_per_step'))} | {r['precision']} |")
     lines += ["", "| job | done | wall | s/step | command |", "|---|---|---|---|---|"]
-    for name, job in result["jobs"].items():
-        wall = f"{job['wall_s'] / 60:.0f} min" if job["wall_s"] else "-"
-        notes = [job["note"]] if job.get("note") else []
-        if job.get("carried"):
-            notes.append("kept from the JSON: its run folder is gone")
-        note = f" ({'; '.join(notes)})" if notes else ""
-        # a finished job with no training steps (an evaluation) has no rate to wait for
-        rate = "-" if job["done"] and job["s_per_step"] is None else _num(job["s_per_step"])
-        lines.append(f"| {name} | {'yes' if job['done'] else 'no'} | {wall} | "
-                     f"{rate} | `{job['command']}`{note} |")
+    lines += [_job_line(name, job, job.get("carried", False))
+              for name, job in result["jobs"].items()]
     earlier: dict[tuple[str, str], list[str]] = {}  # carried rows' runs that were redone
     for r in result["rows"]:
         for name, run in r.get("runs", {}).items():
             now = result["jobs"][name]
             if (now["command"], now["wall_s"]) != (run["command"], run["wall_s"]):
                 earlier.setdefault((name, run["command"]), []).append(r["row"])
-    for (name, command), labels in earlier.items():
+    for (name, _), labels in earlier.items():
         run = next(r["runs"][name] for r in result["rows"] if r["row"] == labels[0])
-        wall = f"{run['wall_s'] / 60:.0f} min" if run["wall_s"] else "-"
-        rate = "-" if run["s_per_step"] is None else _num(run["s_per_step"])
-        notes = [run["note"]] if run.get("note") else []
-        notes.append("kept from the JSON: its run folder is gone")
-        lines.append(f"| {name} (the run behind rows {'; '.join(labels)}) | yes | {wall} | "
-                     f"{rate} | `{command}` ({'; '.join(notes)}) |")
+        lines.append(_job_line(f"{name} (the run behind rows {'; '.join(labels)})", run, True))
     return "\n".join(lines)
+
+
+def _job_line(label: str, job: dict, kept: bool) -> str:
+    """One line of the job table; ``kept``: the record comes from the JSON alone."""
+    wall = f"{job['wall_s'] / 60:.0f} min" if job["wall_s"] else "-"
+    notes = [job["note"]] if job.get("note") else []
+    if kept:
+        notes.append("kept from the JSON: its run folder is gone")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    # a finished job with no training steps (an evaluation) has no rate to wait for
+    rate = "-" if job["done"] and job["s_per_step"] is None else _num(job["s_per_step"])
+    return (f"| {label} | {'yes' if job['done'] else 'no'} | {wall} | {rate} | "
+            f"`{job['command']}`{note} |")
 
 
 def write_readme(readme: Path, table: str) -> None:
