@@ -177,11 +177,14 @@ def main(argv: list[str] | None = None) -> dict:
         student_init=weights_hash(model), data=data_hash(split_info)))
 
     optimizer, scheduler = trainer.make_optimizer(model, args)
+    # pads change nothing in a padding-invariant student (nor in the teacher, which masks
+    # them), so batches stop at their longest row: a random batch of 32 SST-2 sentences is
+    # ~52 tokens long, not 64: a step costs 20% less (README) and every loss term is the same
+    padding = "longest" if student.config.padding_invariant else "max_length"
+    collate = TaskCollator(tokenizer, spec.text_fields, max_length, padding=padding)
     train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                          num_workers=args.num_workers,
-                          collate_fn=TaskCollator(tokenizer, spec.text_fields, max_length))
-    dev_dl = DataLoader(dataset["dev"], batch_size=2 * args.batch_size,
-                        collate_fn=TaskCollator(tokenizer, spec.text_fields, max_length))
+                          num_workers=args.num_workers, collate_fn=collate)
+    dev_dl = DataLoader(dataset["dev"], batch_size=2 * args.batch_size, collate_fn=collate)
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(
         model, optimizer, train_dl, dev_dl, scheduler)
     teacher.to(accelerator.device)

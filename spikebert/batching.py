@@ -20,7 +20,8 @@ class TaskCollator:
     """Rows ``{"text" | "text_a", "text_b", "label"}`` -> a padded batch of tensors
     (``input_ids``, ``attention_mask``, [``token_type_ids``], ``labels``).
 
-    ``padding="max_length"`` (training: every batch has the same shape) or ``"longest"``.
+    ``padding="max_length"`` (every batch has the same shape) or ``"longest"`` (a batch stops
+    at its longest row: for models whose outputs pads cannot change).
     Pairs are two segments, truncated together to ``max_length``.
     """
 

@@ -278,6 +278,13 @@ class SpikeBertConfig(PretrainedConfig):
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def padding_invariant(self) -> bool:
+        """Whether pad tokens (on the right) leave the real tokens' states and the logits
+        unchanged: pads masked as keys and left out of the mean pooling. A batch may then be
+        padded to its longest row instead of the maximum length."""
+        return self.use_attention_mask and self.pooling == "mean"
+
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SpikeBertConfig:
         """A named preset (``"paper"`` or ``"mini"``, see ``PRESETS``) with ``overrides``."""

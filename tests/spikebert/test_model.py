@@ -213,6 +213,7 @@ def test_time_constant_input_is_projected_once():
 
 def test_padding_does_not_change_logits():
     model = tiny_model()
+    assert model.config.padding_invariant  # what lets stage 2 pad to the longest row
     ids, mask = batch(L=8)
     pad = torch.zeros(3, 4, dtype=torch.long)
     longer = model(torch.cat([ids, pad], 1), torch.cat([mask, pad], 1), output_hidden_states=True)
@@ -224,6 +225,9 @@ def test_padding_does_not_change_logits():
 
 def test_pads_matter_without_masking():
     model = tiny_model(pooling="mean_all", use_attention_mask=False)
+    assert not model.config.padding_invariant
+    assert not tiny_model(pooling="mean_all").config.padding_invariant
+    assert not tiny_model(use_attention_mask=False).config.padding_invariant
     ids, mask = batch(L=8)
     pad = torch.zeros(3, 4, dtype=torch.long)
     assert not torch.equal(model(ids, mask).logits,
