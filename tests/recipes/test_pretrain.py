@@ -200,3 +200,23 @@ def test_teacher_without_tokenizer(tiny_teacher, tmp_path):
         (bare / name).write_bytes((tiny_teacher / name).read_bytes())
     with pytest.raises(FileNotFoundError, match="no tokenizer"):
         pretrain.main(args_for(bare, tmp_path / "o", "--max_steps", "1"))
+
+
+def test_precision_probe_reads_checkpoints_and_finished_runs(tiny_teacher, full_run):
+    """bench/precision_probe.py on the run's last checkpoint and on its finished folder (the
+    same weights): the same fp32 loss, every LIF probed, cosines in [-1, 1]."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import precision_probe
+
+    common = ["--teacher", str(tiny_teacher), "--corpus", str(FIXTURES / "corpus_en.txt"),
+              "--batches", "2", "--batch_size", "2", "--holdout_fraction", "0.4"]
+    finished = precision_probe.main(["--checkpoint", str(full_run), *common])
+    checkpoint = precision_probe.main(["--checkpoint", str(full_run / "checkpoint-4"),
+                                       "--override", *TINY_STUDENT, *common])
+    assert finished["loss_fp32"] == checkpoint["loss_fp32"]
+    assert torch.isfinite(torch.tensor(finished["loss_bf16"]))
+    assert len(finished["flips"]) == 2 * 4  # per block: Q/K/V, attention output, fc1, fc2
+    for key in ("cos_bf16_vs_fp32", "cos_rounded_currents_vs_fp32", "cos_two_batches_fp32"):
+        assert -1.0 <= finished[key] <= 1.0 + 1e-6
+    with pytest.raises(SystemExit):  # one batch cannot give the gradient-noise scale
+        precision_probe.main(["--checkpoint", str(full_run), *common[:-6], "--batches", "1"])
