@@ -11,7 +11,10 @@ script measures, on held-out blocks of the stage-1 corpus and the student's curr
 * ``loss``: the stage-1 alignment loss (``recipes/pretrain.py``) of both forwards;
 * ``cos``: cosines between whole-student gradients: bf16 vs fp32; fp32 with only the LIF
   input currents rounded to bf16 (forward; the gradient passes unchanged) vs fp32, i.e. a
-  perturbation of bf16's size and nothing else; and, for scale, two batches' fp32 gradients.
+  perturbation of bf16's size and nothing else; and, for scale, two batches' fp32 gradients;
+* ``error``: the bf16 gradient's error ``e = g_bf16 - g_fp32`` as a share of ``|g_fp32|``,
+  and the cosine between consecutive batches' errors: near 0, the error is noise that
+  averages out over steps; clearly above 0, a bias that accumulates.
 
 Usage (a training checkpoint of ``recipes/pretrain.py``, or its finished output folder)::
 
@@ -139,7 +142,8 @@ def probe(args: argparse.Namespace, cache: str) -> dict:
     flips = {name: [] for name in lifs}
     rates = {name: [] for name in lifs}
     loss32, loss16, cos16, cos_round, cos_batches = [], [], [], [], []
-    previous = None
+    error_share, cos_errors = [], []
+    previous = previous_error = None
     for batch in batches:
         with torch.no_grad():
             teacher_hidden = [h.float() for h in teacher(
@@ -154,7 +158,10 @@ def probe(args: argparse.Namespace, cache: str) -> dict:
             rates[name].append(float(s32.float().mean()))
             spikes[name].clear()
         g32 = gradient(student, aligner, teacher_hidden, batch, autocast=False)
-        cos16.append(cosine(g32, gradient(student, aligner, teacher_hidden, batch, True)))
+        g16 = gradient(student, aligner, teacher_hidden, batch, True)
+        cos16.append(cosine(g32, g16))
+        error = g16 - g32
+        error_share.append(float(error.norm() / g32.norm()))
         hooks = [m.register_forward_pre_hook(round_currents) for m in lifs.values()]
         cos_round.append(cosine(g32, gradient(student, aligner, teacher_hidden, batch, False)))
         for h in hooks:
@@ -163,7 +170,8 @@ def probe(args: argparse.Namespace, cache: str) -> dict:
             spikes[name].clear()
         if previous is not None:
             cos_batches.append(cosine(g32, previous))
-        previous = g32
+            cos_errors.append(cosine(error, previous_error))
+        previous, previous_error = g32, error
 
     mean = statistics.fmean
     result = {
@@ -171,6 +179,7 @@ def probe(args: argparse.Namespace, cache: str) -> dict:
         "loss_fp32": mean(loss32), "loss_bf16": mean(loss16),
         "cos_bf16_vs_fp32": mean(cos16), "cos_rounded_currents_vs_fp32": mean(cos_round),
         "cos_two_batches_fp32": mean(cos_batches),
+        "bf16_error_share": mean(error_share), "cos_bf16_errors_two_batches": mean(cos_errors),
         "flips": {name: mean(v) for name, v in flips.items()},
         "firing_rates_fp32": {name: mean(v) for name, v in rates.items()},
     }
@@ -179,6 +188,8 @@ def probe(args: argparse.Namespace, cache: str) -> dict:
     print(f"gradient cosine  bf16 vs fp32 {result['cos_bf16_vs_fp32']:.3f}   fp32 with "
           f"bf16-rounded currents {result['cos_rounded_currents_vs_fp32']:.3f}   two "
           f"batches (fp32) {result['cos_two_batches_fp32']:.3f}")
+    print(f"bf16 gradient error |g_bf16 - g_fp32| / |g_fp32| {result['bf16_error_share']:.3f}"
+          f", cosine between two batches' errors {result['cos_bf16_errors_two_batches']:.4f}")
     print("per LIF: firing rate (fp32), share of spikes that differ (bf16 vs fp32 forward)")
     for name, value in result["flips"].items():
         print(f"  {name:45s} {100 * mean(rates[name]):6.2f}%  {100 * value:6.2f}%")

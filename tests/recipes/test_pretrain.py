@@ -216,7 +216,9 @@ def test_precision_probe_reads_checkpoints_and_finished_runs(tiny_teacher, full_
     assert finished["loss_fp32"] == checkpoint["loss_fp32"]
     assert torch.isfinite(torch.tensor(finished["loss_bf16"]))
     assert len(finished["flips"]) == 2 * 4  # per block: Q/K/V, attention output, fc1, fc2
-    for key in ("cos_bf16_vs_fp32", "cos_rounded_currents_vs_fp32", "cos_two_batches_fp32"):
+    assert finished["bf16_error_share"] >= 0.0
+    for key in ("cos_bf16_vs_fp32", "cos_rounded_currents_vs_fp32", "cos_two_batches_fp32",
+                "cos_bf16_errors_two_batches"):
         assert -1.0 <= finished[key] <= 1.0 + 1e-6
     with pytest.raises(SystemExit):  # one batch cannot give the gradient-noise scale
         precision_probe.main(["--checkpoint", str(full_run), *common[:-6], "--batches", "1"])
