@@ -61,6 +61,16 @@ def batch_standardize(
     return (x - mean) * torch.rsqrt(var + eps)
 
 
+def full_precision(x: torch.Tensor):
+    """Autocast off on ``x``'s device: the alignment maps and their losses run in fp32.
+
+    Under bf16 autocast their Linears and hand-written MSEs would round predictions and
+    targets to 8 significant bits. As the fit tightens, that rounding is a fixed error per
+    token, so the embedding MLP's gradient error repeats from batch to batch instead of
+    averaging out (seen on a stage-1 checkpoint). The maps are small; fp32 costs little."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def layer_map(num_student: int, num_teacher: int, ignored: int = 0) -> list[tuple[int, int]]:
     """(student block, teacher hidden-state index) pairs; hidden state 0 is the embedding.
 
@@ -101,8 +111,9 @@ class FeatureAligner(nn.Module):
     def embedding_loss(
         self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """MSE(MLP(E_s), E_t) over real tokens."""
-        return masked_mse(self.embedding_mlp(student_emb), teacher_emb.to(student_emb.dtype), mask)
+        """MSE(MLP(E_s), E_t) over real tokens, in fp32 (:func:`full_precision`)."""
+        with full_precision(student_emb):
+            return masked_mse(self.embedding_mlp(student_emb.float()), teacher_emb.float(), mask)
 
     def feature_loss(
         self,
@@ -113,16 +124,18 @@ class FeatureAligner(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Sum over aligned blocks of MSE(N(W_i F_s,i), N(H_t,m(i))); also the per-block terms.
 
-        ``teacher_hidden`` is Hugging Face's ``hidden_states`` (embeddings first).
+        ``teacher_hidden`` is Hugging Face's ``hidden_states`` (embeddings first). In fp32
+        (:func:`full_precision`).
         """
         pairs = layer_map(len(student_features), len(teacher_hidden) - 1, self.ignored_layers)
         terms = []
-        for i, j in pairs:
-            s = self.block_maps[str(i)](student_features[i])
-            t = teacher_hidden[j].to(s.dtype)
-            if normalize:
-                s, t = batch_standardize(s, mask), batch_standardize(t, mask)
-            terms.append(masked_mse(s, t, mask))
+        with full_precision(student_features[0]):
+            for i, j in pairs:
+                s = self.block_maps[str(i)](student_features[i].float())
+                t = teacher_hidden[j].float()
+                if normalize:
+                    s, t = batch_standardize(s, mask), batch_standardize(t, mask)
+                terms.append(masked_mse(s, t, mask))
         return torch.stack(terms).sum(), terms
 
 

@@ -66,3 +66,29 @@ def test_feature_loss_is_the_sum_of_aligned_blocks():
     assert [t.item() for t in terms] == pytest.approx([t.item() for t in by_hand])
     emb = aligner.embedding_loss(torch.randn(2, 5, 3), hidden[0], mask)
     assert emb.item() > 0
+
+
+def test_alignment_runs_in_fp32_under_bf16_autocast():
+    """The maps and losses ignore autocast: bf16 inputs (bf16 student, bf16 teacher) give the
+    fp32 computation on the same values, gradients included."""
+    torch.manual_seed(0)
+    aligner = FeatureAligner(student_dim=16, teacher_dim=24, num_student_layers=2)
+    feats = [torch.randn(3, 7, 16).bfloat16().requires_grad_() for _ in range(2)]
+    hidden = [torch.randn(3, 7, 24).bfloat16() for _ in range(3)]
+    mask = torch.ones(3, 7)
+    mask[0, 5:] = 0
+
+    def losses(autocast: bool):
+        aligner.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            total, _ = aligner.feature_loss(feats, hidden, mask)
+            total = total + aligner.embedding_loss(feats[0], hidden[0], mask)
+        total.backward()
+        return total, [p.grad.clone() for p in aligner.parameters()]
+
+    plain, plain_grads = losses(False)
+    cast, cast_grads = losses(True)
+    assert cast.dtype == torch.float32
+    assert torch.equal(cast, plain)
+    for a, b in zip(cast_grads, plain_grads, strict=True):
+        assert torch.equal(a, b)
