@@ -69,7 +69,6 @@ def stage1_loss(student, aligner, teacher_hidden, batch) -> torch.Tensor:
     """``MSE(MLP(E_s), E_t) + sum_i MSE(N(W_i F_i), N(H_m(i)))`` (weights 1, as the table)."""
     mask = batch["attention_mask"]
     _, hidden = student_forward(student, batch)
-    hidden = [h.float() for h in hidden]  # the loss in fp32: only the student is probed
     feat, _ = aligner.feature_loss(hidden[1:], teacher_hidden, mask)
     return aligner.embedding_loss(hidden[0], teacher_hidden[0], mask) + feat
 
