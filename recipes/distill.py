@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from torch import nn
@@ -36,7 +35,7 @@ from spikebert.augment import AugmentConfig, Augmenter
 from spikebert.batching import LazyAugmented, TaskCollator
 from spikebert.checkpoint import atomic_write_text, data_hash, run_fingerprint, weights_hash
 from spikebert.data import check_vocab_compatible
-from spikebert.distill import FeatureAligner, logits_kl, student_forward
+from spikebert.distill import FeatureAligner, prediction_losses, student_forward
 from spikebert.loading import build_student_config, check_max_length, load_teacher
 from spikebert.model_card import describe_student, write_model_card
 
@@ -89,15 +88,10 @@ class Stage2(nn.Module):
                 teacher_hidden: tuple | None) -> dict[str, torch.Tensor]:
         mask = batch["attention_mask"]
         out, hidden = student_forward(self.student, batch)
-        logits, labels = out.logits, batch["labels"]
-        zero = logits.new_zeros(())
-        terms = {"emb": zero, "ce": zero, "kl": zero, "feat": zero}
-        if self.regression:
-            terms["ce"] = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            terms["kl"] = F.mse_loss(logits, teacher_logits.to(logits.dtype))
-        else:
-            terms["ce"] = F.cross_entropy(logits, labels)
-            terms["kl"] = logits_kl(logits, teacher_logits, self.temperature)
+        ce, kl = prediction_losses(out.logits, teacher_logits, batch["labels"],
+                                   self.temperature, self.regression)
+        zero = ce.new_zeros(())
+        terms = {"emb": zero, "ce": ce, "kl": kl, "feat": zero}
         if teacher_hidden is not None:
             if self.w["emb"]:
                 terms["emb"] = self.aligner.embedding_loss(hidden[0], teacher_hidden[0], mask)

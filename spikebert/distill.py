@@ -149,3 +149,24 @@ def logits_kl(
     log_p_t = F.log_softmax(teacher_logits.to(student_logits.dtype) / temperature, dim=-1)
     kl = F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
     return kl * temperature**2
+
+
+def prediction_losses(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 1.0,
+    regression: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2's two output terms, in fp32 (:func:`full_precision`): the label loss
+    CE(z_s, y) and the teacher loss :func:`logits_kl`; for regression, MSE to the label and
+    MSE to the teacher's output.
+
+    Under bf16 autocast the classifier's logits come out with 8 significant bits, and casting
+    the teacher's to theirs would blur the very distribution the student is fitted to."""
+    with full_precision(logits):
+        logits, teacher_logits = logits.float(), teacher_logits.float()
+        if regression:
+            return (F.mse_loss(logits.squeeze(-1), labels.float()),
+                    F.mse_loss(logits, teacher_logits))
+        return F.cross_entropy(logits, labels), logits_kl(logits, teacher_logits, temperature)

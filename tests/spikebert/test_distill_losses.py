@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from spikebert.distill import (
     FeatureAligner,
@@ -13,6 +14,7 @@ from spikebert.distill import (
     layer_map,
     logits_kl,
     masked_mse,
+    prediction_losses,
 )
 
 
@@ -92,3 +94,32 @@ def test_alignment_runs_in_fp32_under_bf16_autocast():
     assert torch.equal(cast, plain)
     for a, b in zip(cast_grads, plain_grads, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_prediction_losses_run_in_fp32_under_bf16_autocast(regression):
+    """Bf16 student logits under autocast: the label and teacher terms are computed on the
+    fp32 teacher logits as in fp32, not on a bf16 rounding of them, gradients included."""
+    torch.manual_seed(0)
+    classes = 1 if regression else 3
+    teacher = torch.randn(6, classes) * 4  # bf16 would round these by up to 1/64
+    labels = torch.randn(6) if regression else torch.randint(0, classes, (6,))
+
+    def run(autocast: bool):
+        logits = (torch.randn(6, classes, generator=torch.Generator().manual_seed(1)) * 4)
+        logits = logits.bfloat16().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            ce, kl = prediction_losses(logits, teacher, labels, 2.0, regression)
+        (ce + kl).backward()
+        return ce, kl, logits.grad
+
+    cast, plain = run(True), run(False)
+    assert cast[0].dtype == cast[1].dtype == torch.float32
+    for a, b in zip(cast, plain, strict=True):
+        assert torch.equal(a, b)
+    _, kl, _ = cast
+    logits = (torch.randn(6, classes, generator=torch.Generator().manual_seed(1)) * 4)
+    logits = logits.bfloat16().float()
+    expected = (F.mse_loss(logits, teacher) if regression
+                else logits_kl(logits, teacher, 2.0))
+    assert torch.equal(kl, expected)  # against the fp32 teacher, not its bf16 rounding
