@@ -68,13 +68,15 @@ class Budget:
     teacher_lr: tuple[str, str] = ("1e-4", "2e-4")  # English, Chinese
     stage1_batch: int = 32
     teacher_eval_steps: dict[str, int] = field(default_factory=dict)  # default: per epoch
-    # autocast of the teachers' jobs (MLM pre-training, fine-tuning) and of the spiking
-    # students' (stage 1, stage 2); None: what the launcher sets. On a CPU with AVX512-BF16
-    # bf16 makes a step 2-2.4x faster, and the teachers come out as in fp32 (within 1.2 dev
-    # points); but a stage 1 in bf16 plateaued at held-out loss 2.28 against fp32's 1.95
-    # and its stage 2 started 8 points lower on dev, so the students train in fp32
+    # autocast of the teachers' jobs (MLM pre-training, fine-tuning), of stage 1 and of stage
+    # 2; None: what the launcher sets. On a CPU with AVX512-BF16, bf16 makes a step 1.8-2.4x
+    # faster and the teachers come out as in fp32 (within 1.2 dev points). A bf16 stage 1
+    # once plateaued at held-out loss 2.28 against fp32's 1.95, while its alignment maps and
+    # losses ran in bf16 too; with them in fp32 (spikebert.distill.full_precision) its
+    # held-out loss follows the fp32 run's within 0.004 (README). Stage 2 stays in fp32.
     teacher_precision: str | None = None
-    student_precision: str | None = None
+    stage1_precision: str | None = None
+    stage2_precision: str | None = None
 
 
 BUDGETS = {
@@ -84,10 +86,11 @@ BUDGETS = {
                   n_iter=8, eval_steps=150,
                   # the English teachers' dev evaluations per epoch, as they were run
                   teacher_eval_steps={"sst2": 109, "mr": 134, "subj": 125, "sst5": 134},
-                  teacher_precision="bf16"),
+                  teacher_precision="bf16", stage1_precision="bf16"),
     "smoke": Budget(teacher_epochs={t: 0.01 for t in ENGLISH + CHINESE}, mlm_steps=2,
                     stage1_steps=2, stage1_steps_zh=2, stage2_steps=2, n_iter=1, eval_steps=2,
-                    teacher_eval_steps={t: 1 for t in ENGLISH}, teacher_precision="bf16"),
+                    teacher_eval_steps={t: 1 for t in ENGLISH}, teacher_precision="bf16",
+                    stage1_precision="bf16"),
     "paper": Budget(teacher_epochs={t: 3 for t in ENGLISH + CHINESE}, stage1_steps=50_000,
                     stage1_steps_zh=20_000, n_iter=20, eval_steps=2000, stage2_epochs=30,
                     preset="paper", en_teacher="bert-base-cased",
@@ -135,6 +138,7 @@ class Row:
     teacher: str  # job names
     student: str
     evaluation: str
+    stage1: str | None = None  # the student's stage-1 job; None: stage 2 from scratch
 
 
 def plan(budget: Budget, data_dir: str, runs: Path,
@@ -206,7 +210,7 @@ def plan(budget: Budget, data_dir: str, runs: Path,
             "--split", "dev", *d, "--teacher", str(runs / f"teacher-{task}"),
             "--output_json", str(runs / evaluation / "eval.json")], "eval.json",
             [name, f"teacher-{task}"], resumable=False))
-        rows.append(Row(label, task, f"teacher-{task}", name, evaluation))
+        rows.append(Row(label, task, f"teacher-{task}", name, evaluation, stage1))
 
     for task in ENGLISH + CHINESE:
         distill(task, task, f"stage2-{task}", [], "stage1-zh" if task in CHINESE else "stage1-en")
@@ -219,7 +223,9 @@ def plan(budget: Budget, data_dir: str, runs: Path,
         if job.resumable:  # the training jobs
             job.launcher = tuple(launcher)
             teaches = job.argv[0] in ("recipes/pretrain_teacher.py", "recipes/finetune_teacher.py")
-            autocast = budget.teacher_precision if teaches else budget.student_precision
+            autocast = (budget.teacher_precision if teaches
+                        else budget.stage1_precision if job.argv[0] == "recipes/pretrain.py"
+                        else budget.stage2_precision)
             if autocast:
                 job.argv += ["--mixed_precision", autocast]
     return jobs, rows
@@ -467,6 +473,17 @@ def precision(command: str) -> str:
     return "fp32"
 
 
+def student_precision(row: Row, runs: dict[str, dict]) -> str:
+    """The autocast ``row``'s student trained under, read from the commands in ``runs`` (job
+    name -> summary): one name when stage 1 and stage 2 agree or there was no stage 1, else
+    both, e.g. ``bf16 stage 1, fp32 stage 2``."""
+    stage2 = precision(runs[row.student]["command"])
+    if row.stage1 is None or row.stage1 not in runs:
+        return stage2
+    stage1 = precision(runs[row.stage1]["command"])
+    return stage2 if stage1 == stage2 else f"{stage1} stage 1, {stage2} stage 2"
+
+
 def collect(budget_name: str, jobs: list[Job], rows: list[Row], runs: Path,
             previous: dict | None = None) -> dict:
     """The table as JSON: per row the teacher's and student's dev accuracy and energy (from
@@ -501,7 +518,7 @@ def collect(budget_name: str, jobs: list[Job], rows: list[Row], runs: Path,
                                           for name in needed(jobs, [row.evaluation])
                                           if name in old_jobs}
             table.append({**old, "carried": True, "runs": made_by,
-                          "precision": precision(made_by[row.student]["command"])})
+                          "precision": student_precision(row, made_by)})
             continue
         ev = json.loads(path.read_text()) if path.exists() else {}
         student = ev.get("accuracy")
@@ -509,7 +526,7 @@ def collect(budget_name: str, jobs: list[Job], rows: list[Row], runs: Path,
         table.append({
             "row": row.label, "task": row.task, "teacher_job": row.teacher,
             "student_job": row.student, "evaluation_job": row.evaluation,
-            "precision": precision(summaries[row.student]["command"]),
+            "precision": student_precision(row, summaries),
             "teacher_accuracy": teacher, "student_accuracy": student,
             "gap": None if teacher is None or student is None else student - teacher,
             "teacher_energy_mj": ev.get("teacher_energy_mj"),

@@ -3,6 +3,7 @@ dependants of a failure, and the README table is generated from the JSON."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -218,16 +219,19 @@ def test_a_lost_runs_folder_keeps_the_measured_rows_of_the_json(tmp_path):
         "teacher_energy_mj": 1.25, "energy_reduction": 88.0}))
     fresh = results.collect("cpu", jobs, rows, tmp_path, again)["rows"][0]
     assert "carried" not in fresh and fresh["student_accuracy"] == 82.0
-    assert fresh["precision"] == "fp32"
+    assert fresh["precision"] == "bf16 stage 1, fp32 stage 2"  # this plan's commands
     with pytest.raises(SystemExit, match="budget 'cpu', not 'smoke'"):
         results.collect("smoke", jobs, rows, tmp_path, previous)
 
 
-def test_cpu_teachers_train_in_bf16_and_students_in_fp32(tmp_path):
-    jobs, _ = results.plan(results.BUDGETS["cpu"], "data", tmp_path)
+def test_cpu_teachers_and_stage_1_train_in_bf16_and_stage_2_in_fp32(tmp_path):
+    jobs, rows = results.plan(results.BUDGETS["cpu"], "data", tmp_path)
     for job in jobs:
-        teaches = job.name.startswith("teacher-")
-        assert (results.precision(job.command()) == "bf16") == teaches, job.name
+        bf16 = job.name.startswith(("teacher-", "stage1-"))
+        assert (results.precision(job.command()) == "bf16") == bf16, job.name
+    summaries = {job.name: {"command": job.command()} for job in jobs}
+    assert {results.student_precision(r, summaries) for r in rows} == {
+        "bf16 stage 1, fp32 stage 2", "fp32"}  # fp32: the row without a stage 1
 
 
 def test_precision_is_read_from_the_command():
@@ -316,3 +320,19 @@ def test_evaluations_then_started_jobs_go_first(tmp_path):
     results.run_all(jobs, tmp_path, parallel=1, log=messages.append)
     assert [m.split("]")[0] for m in messages if m.endswith("done")] == [
         "[eval", "[started", "[fresh"]
+
+
+def test_a_students_precision_names_both_stages_when_they_differ(tmp_path):
+    budget = dataclasses.replace(results.BUDGETS["cpu"], stage1_precision="bf16",
+                                 stage2_precision=None)
+    jobs, rows = results.plan(budget, "data", tmp_path)
+    summaries = {job.name: {"command": job.command()} for job in jobs}
+    row = {r.label: r for r in rows}
+    assert results.precision(summaries["stage1-en"]["command"]) == "bf16"
+    assert results.precision(summaries["stage2-sst2"]["command"]) == "fp32"
+    assert results.student_precision(row["sst2"], summaries) == "bf16 stage 1, fp32 stage 2"
+    assert results.student_precision(row["sst2, no stage 1"], summaries) == "fp32"
+    both = dataclasses.replace(budget, stage2_precision="bf16")
+    jobs, _ = results.plan(both, "data", tmp_path)
+    summaries = {job.name: {"command": job.command()} for job in jobs}
+    assert results.student_precision(row["chnsenti"], summaries) == "bf16"
