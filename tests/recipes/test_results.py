@@ -219,19 +219,17 @@ def test_a_lost_runs_folder_keeps_the_measured_rows_of_the_json(tmp_path):
         "teacher_energy_mj": 1.25, "energy_reduction": 88.0}))
     fresh = results.collect("cpu", jobs, rows, tmp_path, again)["rows"][0]
     assert "carried" not in fresh and fresh["student_accuracy"] == 82.0
-    assert fresh["precision"] == "bf16 stage 1, fp32 stage 2"  # this plan's commands
+    assert fresh["precision"] == "bf16"  # this plan's commands
     with pytest.raises(SystemExit, match="budget 'cpu', not 'smoke'"):
         results.collect("smoke", jobs, rows, tmp_path, previous)
 
 
-def test_cpu_teachers_and_stage_1_train_in_bf16_and_stage_2_in_fp32(tmp_path):
+def test_cpu_jobs_train_in_bf16_and_evaluations_run_as_they_are(tmp_path):
     jobs, rows = results.plan(results.BUDGETS["cpu"], "data", tmp_path)
     for job in jobs:
-        bf16 = job.name.startswith(("teacher-", "stage1-"))
-        assert (results.precision(job.command()) == "bf16") == bf16, job.name
+        assert (results.precision(job.command()) == "bf16") == job.resumable, job.name
     summaries = {job.name: {"command": job.command()} for job in jobs}
-    assert {results.student_precision(r, summaries) for r in rows} == {
-        "bf16 stage 1, fp32 stage 2", "fp32"}  # fp32: the row without a stage 1
+    assert {results.student_precision(r, summaries) for r in rows} == {"bf16"}
 
 
 def test_precision_is_read_from_the_command():
