@@ -69,7 +69,7 @@ class Budget:
     stage1_batch: int = 32
     teacher_eval_steps: dict[str, int] = field(default_factory=dict)  # default: per epoch
     # autocast of the teachers' jobs (MLM pre-training, fine-tuning), of stage 1 and of stage
-    # 2; None: what the launcher sets. On a CPU with AVX512-BF16, bf16 makes a step 1.8-2.4x
+    # 2; None: what the launcher sets. On a CPU with AVX512-BF16, bf16 makes a step 1.6-2.4x
     # faster and the teachers come out as in fp32 (within 1.2 dev points). A bf16 stage 1
     # once plateaued at held-out loss 2.28 against fp32's 1.95, while its alignment maps and
     # losses ran in bf16 too; with them in fp32 (spikebert.distill.full_precision) its
