@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .data.encode import encode_batch
 
@@ -76,3 +76,51 @@ class LazyAugmented(Dataset):
         if j == len(copies):
             return row
         return {**row, **dict(zip(self.text_fields, copies[j], strict=True))}
+
+
+class LengthGroupedEpochSampler(Sampler[int]):
+    """Training order that puts rows of similar length in the same batch: transformers'
+    ``get_length_grouped_indices`` (a random permutation cut into mega-batches of
+    ``50 x batch_size``, each sorted by length), drawn from a generator seeded with
+    ``seed + epoch``. ``set_epoch`` (called by Accelerate's loaders) picks the epoch, so a run
+    resumed mid-epoch replays the same order and skips exactly the batches it had trained.
+
+    With batches padded to their longest row, a batch of short rows costs less: ChnSenti's
+    reviews have a median of 84 characters, but one in three is 128 or longer, so nearly
+    every random batch of 32 holds one and is padded to the full 128.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size,
+                                               generator=generator))
+
+
+def row_lengths(dataset, tokenizer, text_fields: Sequence[str], max_length: int) -> list[int]:
+    """Tokens of each training row (its fields together, without special tokens), capped at
+    ``max_length``: the sort key of ``LengthGroupedEpochSampler``. Slots of a
+    ``LazyAugmented`` set take their original's length (its copies differ by a few words)."""
+    rows = dataset.rows if isinstance(dataset, LazyAugmented) else dataset
+    lengths = [0] * len(rows)
+    for f in text_fields:
+        texts = [row.get(f) or "" for row in rows]
+        for i, ids in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"]):
+            lengths[i] += len(ids)
+    lengths = [min(n, max_length) for n in lengths]
+    if isinstance(dataset, LazyAugmented):
+        return [n for n in lengths for _ in range(dataset.slots)]
+    return lengths

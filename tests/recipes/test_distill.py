@@ -115,6 +115,27 @@ def test_stage2_end_to_end_chinese(tiny_chinese_teacher, tmp_path):
     assert 0 <= report["accuracy"] <= 100
 
 
+def test_stage2_grouped_by_length_resumes_exactly(tiny_chinese_teacher, tmp_path):
+    """--group_by_length: a run resumed mid-epoch from its checkpoint trains on the same
+    batches, so its losses equal the uninterrupted run's."""
+    import shutil
+
+    from spikebert.trainer import read_csv_metrics
+
+    def run(out, *extra):
+        distill.main(stage2_args("waimai", tiny_chinese_teacher, out, WAIMAI, "--override",
+                                 *TINY_STUDENT, "vocab_size=2000", "--max_steps", "4",
+                                 "--eval_steps", "0", "--checkpointing_steps", "2",
+                                 "--group_by_length", *extra))
+        return read_csv_metrics(out / "logs" / "stage2-waimai" / "metrics.csv", "loss")
+
+    full = run(tmp_path / "full")
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", tmp_path / "cut" / "checkpoint-2")
+    resumed = run(tmp_path / "cut", "--resume_from_checkpoint", "latest")
+    assert sorted(full) == [1, 2, 3, 4]
+    assert sorted(resumed) == [3, 4] and resumed == {s: full[s] for s in (3, 4)}
+
+
 def test_stage2_nan_teacher_stops_the_run(tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -42,6 +42,8 @@ def test_every_planned_command_parses(budget, tmp_path):
         assert shlex.split(job.command()) == ["python", *job.argv]
     assert {r.task for r in rows} == {"sst2", "mr", "subj", "sst5", "waimai", "chnsenti"}
     assert len(rows) == 9  # six tasks and three SST-2 ablations
+    grouped = {j.name for j in jobs if "--group_by_length" in j.argv}
+    assert grouped == {"stage2-waimai", "stage2-chnsenti"}  # the long, uneven reviews
 
 
 def test_training_jobs_run_under_the_launcher(tmp_path):

@@ -359,3 +359,55 @@ def test_model_card_names_task_data_command_and_metrics(tmp_path):
                    "recipes/distill.py --task sst2", "accuracy 75.00", "accuracy 50.00",
                    "ratio 10.00%", "layer.0.mlp.fc1 | 0.1250"):
         assert needle in text, needle
+
+
+def test_length_grouped_sampler_groups_reshuffles_per_epoch_and_resumes_exactly(tmp_path):
+    from accelerate import Accelerator
+
+    from spikebert.batching import LengthGroupedEpochSampler
+
+    lengths = [int(n) for n in torch.randint(1, 129, (960,),
+                                             generator=torch.Generator().manual_seed(0))]
+    sampler = LengthGroupedEpochSampler(lengths, batch_size=8, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(960))  # every row once
+    assert order == list(sampler)  # same epoch, same order
+    sampler.set_epoch(1)
+    assert list(sampler) != order and sorted(sampler) == list(range(960))
+
+    def padded(indices):  # tokens of the batches padded to their longest row
+        return sum(max(lengths[i] for i in indices[k:k + 8]) * 8
+                   for k in range(0, len(indices), 8))
+    random_order = torch.randperm(960, generator=torch.Generator().manual_seed(1)).tolist()
+    assert padded(order) < 0.75 * padded(random_order)
+
+    # through Accelerate: set_epoch reaches the sampler, and skipping the first batches of an
+    # epoch (a resumed run) gives exactly the rest of that epoch's batches
+    loader = Accelerator(cpu=True).prepare(DataLoader(
+        list(range(960)), batch_size=8, drop_last=True,
+        sampler=LengthGroupedEpochSampler(lengths, batch_size=8, seed=3)))
+    loader.set_epoch(1)
+    whole = [b.tolist() for b in loader]
+    assert [i for b in whole for i in b] == list(sampler)
+    loader.set_epoch(1)
+    rest = [b.tolist() for b in Accelerator(cpu=True).skip_first_batches(loader, 5)]
+    assert rest == whole[5:]
+    with pytest.raises(ValueError, match="batch_size"):
+        LengthGroupedEpochSampler(lengths, batch_size=0, seed=0)
+
+
+def test_row_lengths_give_augmented_slots_their_originals_length():
+    from transformers import AutoTokenizer
+
+    from spikebert.augment import AugmentConfig, Augmenter
+    from spikebert.batching import LazyAugmented, row_lengths
+    from spikebert.loading import packaged_minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_minilm_path())
+    rows = [{"text": "a quiet , moving story", "label": 1}, {"text": "great", "label": 0},
+            {"text": " ".join(["long"] * 40), "label": 0}]
+    assert row_lengths(rows, tokenizer, ("text",), 32) == [5, 1, 32]
+    lazy = LazyAugmented(rows, Augmenter(AugmentConfig(n_iter=2, seed=0)), ("text",))
+    assert row_lengths(lazy, tokenizer, ("text",), 32) == [5, 5, 5, 1, 1, 1, 32, 32, 32]
+    pairs = [{"text_a": "a b", "text_b": "c", "label": 0.5}]
+    assert row_lengths(pairs, tokenizer, ("text_a", "text_b"), 32) == [3]
