@@ -361,7 +361,7 @@ def test_model_card_names_task_data_command_and_metrics(tmp_path):
         assert needle in text, needle
 
 
-def test_length_grouped_sampler_groups_reshuffles_per_epoch_and_resumes_exactly(tmp_path):
+def test_length_grouped_sampler_groups_reshuffles_per_epoch_and_resumes_exactly():
     from accelerate import Accelerator
 
     from spikebert.batching import LengthGroupedEpochSampler
